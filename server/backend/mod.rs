@@ -1,0 +1,61 @@
+//! ONNX Runtime: the process-wide environment, one session per model
+//! instance, and the copy of tensors in and out of it.
+//!
+//! Sessions are driven from threads the scheduler owns, never from the async
+//! runtime: `Session::run` blocks, and takes `&mut self`.
+
+mod runtime;
+mod session;
+mod strings;
+
+use std::path::PathBuf;
+
+pub use runtime::{candidates as runtime_candidates, environment, locate as locate_runtime};
+pub use session::{Instance, SessionOptions};
+
+/// What went wrong inside ONNX Runtime or while setting it up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// The runtime library is nowhere to be found.
+    #[error(
+        "ONNX Runtime library not found (searched: {}). {}",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        if *.configured {
+            "Fix the 'onnxruntime_library' setting (--onnxruntime-library / OXSERVE_ONNXRUNTIME_LIBRARY) to point at libonnxruntime.so from the onnxruntime 1.31 wheel."
+        } else {
+            "Run scripts/setup.sh to install it from the pinned onnxruntime wheel, or set --onnxruntime-library / OXSERVE_ONNXRUNTIME_LIBRARY (or ORT_DYLIB_PATH) to libonnxruntime.so from the onnxruntime 1.31 wheel."
+        }
+    )]
+    RuntimeNotFound {
+        /// Every path tried, in order.
+        searched: Vec<PathBuf>,
+        /// Whether the path came from configuration.
+        configured: bool,
+    },
+    /// The library was found but could not be loaded or initialised.
+    #[error("{0}")]
+    Runtime(String),
+    /// A model file could not be turned into a session.
+    #[error("cannot load {path}: {reason}")]
+    Load {
+        /// The model file.
+        path: PathBuf,
+        /// ONNX Runtime's explanation.
+        reason: String,
+    },
+    /// A model input or output whose type the protocol cannot carry.
+    #[error("{path}: {what} '{tensor}' has type {ty}, which the inference protocol cannot carry")]
+    Unsupported {
+        /// The model file.
+        path: PathBuf,
+        /// "input" or "output".
+        what: &'static str,
+        /// Tensor name.
+        tensor: String,
+        /// The ONNX type, described.
+        ty: String,
+    },
+    /// Inference itself failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+}

@@ -1,0 +1,230 @@
+//! Server configuration, layered with figment: built-in defaults < config
+//! file (`--config`, TOML) < `OXSERVE_*` environment variables < command-line
+//! flags. Every key has the same name in all four places (flags spell `_` as
+//! `-`). Values are checked at start; errors name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every configuration key, as written in the config file.
+pub const KEYS: &[&str] = &[
+    "model_repository",
+    "grpc_address",
+    "max_message_size",
+    "drain_timeout",
+    "onnxruntime_library",
+    "intra_op_threads",
+    "queue_capacity",
+    "strict_readiness",
+    "log_level",
+];
+
+/// The server's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding `<model>/<version>/model.onnx`. Default: `/models`.
+    pub model_repository: PathBuf,
+    /// Address the gRPC server listens on. Default: `0.0.0.0:8001`.
+    pub grpc_address: SocketAddr,
+    /// Largest gRPC message accepted or sent, in bytes; a number or a string
+    /// with a unit (`"256MiB"`). Default: `256MiB`.
+    #[serde(with = "byte_size")]
+    pub max_message_size: usize,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take to finish
+    /// before the server exits anyway (`"30s"`, `"500ms"`). Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Path of `libonnxruntime.so`. Default: unset, meaning `ORT_DYLIB_PATH`,
+    /// then beside the executable, then `.oxserve/onnxruntime/` of the
+    /// checkout (where `scripts/setup.sh` puts it).
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Threads ONNX Runtime uses inside one operator, per model instance;
+    /// 0 lets ONNX Runtime use every core. Default: `1`.
+    pub intra_op_threads: usize,
+    /// Requests that may wait per model version before new ones are turned
+    /// away with UNAVAILABLE. Default: `1024`.
+    pub queue_capacity: usize,
+    /// Whether the server reports ready only when every model in the
+    /// repository loaded (as Triton does). Default: `true`.
+    pub strict_readiness: bool,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a
+    /// `tracing` directive such as `oxserve=debug,ort=warn`). Default: `info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            model_repository: PathBuf::from("/models"),
+            grpc_address: SocketAddr::from(([0, 0, 0, 0], 8001)),
+            max_message_size: 256 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            onnxruntime_library: None,
+            intra_op_threads: 1,
+            queue_capacity: 1024,
+            strict_readiness: true,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// The tracing filter for `log_level`. ONNX Runtime logs every graph
+    /// transformation at info, so its target is held at `warn` unless the
+    /// setting names it.
+    pub fn log_filter(&self) -> tracing_subscriber::EnvFilter {
+        let directives = if self.log_level.contains("ort") {
+            self.log_level.clone()
+        } else {
+            format!("{},ort=warn", self.log_level)
+        };
+        // Validated at start (`validate`); fall back rather than panic.
+        tracing_subscriber::EnvFilter::try_new(directives)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"))
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value of the wrong type or format (figment names the key and source).
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A well-formed value outside what the server accepts.
+    #[error("invalid value for '{key}': {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The figment for defaults, an optional TOML file, the environment and
+    /// `overrides` (the command-line flags that were given).
+    pub fn figment(file: Option<&Path>, overrides: impl Serialize) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("OXSERVE_").only(KEYS))
+            .merge(Serialized::defaults(overrides))
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and the model repository.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if !self.model_repository.is_dir() {
+            return invalid(
+                "model_repository",
+                format!("'{}' is not a directory", self.model_repository.display()),
+            );
+        }
+        const MIN_MESSAGE: usize = 4 * 1024;
+        const MAX_MESSAGE: usize = 2 * 1024 * 1024 * 1024;
+        if !(MIN_MESSAGE..=MAX_MESSAGE).contains(&self.max_message_size) {
+            return invalid(
+                "max_message_size",
+                format!("{} bytes is outside 4KiB..=2GiB", self.max_message_size),
+            );
+        }
+        if self.drain_timeout > Duration::from_secs(3600) {
+            return invalid("drain_timeout", "more than one hour".into());
+        }
+        if self.intra_op_threads > 1024 {
+            return invalid(
+                "intra_op_threads",
+                format!("{} is more than 1024", self.intra_op_threads),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.queue_capacity) {
+            return invalid(
+                "queue_capacity",
+                format!("{} is outside 1..=1000000", self.queue_capacity),
+            );
+        }
+        if let Some(lib) = &self.onnxruntime_library
+            && !lib.is_file()
+        {
+            return invalid(
+                "onnxruntime_library",
+                format!("'{}' is not a file", lib.display()),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid("log_level", format!("'{}': {e}", self.log_level));
+        }
+        Ok(())
+    }
+}
+
+/// Byte sizes as a number of bytes or a string with a binary or decimal
+/// unit: `1048576`, `"1MiB"`, `"64 MB"`.
+mod byte_size {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(value: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*value as u64)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let bytes = match Raw::deserialize(d)? {
+            Raw::Number(n) => n,
+            Raw::Text(text) => parse(&text).map_err(D::Error::custom)?,
+        };
+        usize::try_from(bytes).map_err(|_| D::Error::custom("too large for this platform"))
+    }
+
+    pub(super) fn parse(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("'{text}' is not a size such as 1048576, \"64MiB\" or \"1GB\""))?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' in '{text}'; use B, KiB, MiB, GiB, KB, MB or GB"
+                ));
+            }
+        };
+        number
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("'{text}' overflows"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

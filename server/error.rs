@@ -1,0 +1,80 @@
+//! The server's request-time errors. The grpc module maps each variant to a
+//! `tonic::Status` in one exhaustive match.
+
+use crate::backend::BackendError;
+use crate::tensor::InvalidInput;
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No model of that name in the repository.
+    #[error("Request for unknown model: '{model}' is not found")]
+    ModelNotFound {
+        /// Name asked for.
+        model: String,
+    },
+    /// The model exists, but not that version.
+    #[error(
+        "Request for unknown model: '{model}' version {version} is not found; available versions: {available}"
+    )]
+    VersionNotFound {
+        /// Model name.
+        model: String,
+        /// Version asked for.
+        version: String,
+        /// The versions found on disk, listed.
+        available: String,
+    },
+    /// The model or version exists but cannot serve (still loading, or its
+    /// load failed).
+    #[error("model '{model}'{} is not ready: {reason}", version_suffix(.version))]
+    ModelUnavailable {
+        /// Model name.
+        model: String,
+        /// Version, if one was named or chosen.
+        version: Option<String>,
+        /// Why: loading, or the load error.
+        reason: String,
+    },
+    /// The request does not fit the model or the protocol.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The model version's queue is full.
+    #[error(
+        "Exceeds maximum queue size: model '{model}' version {version} has {capacity} requests waiting"
+    )]
+    QueueFull {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+        /// Queue capacity.
+        capacity: usize,
+    },
+    /// The model version stopped while the request waited (server shutting
+    /// down or model unloaded).
+    #[error("model '{model}' version {version} is shutting down")]
+    Stopped {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+    },
+    /// ONNX Runtime failed on a request that passed validation.
+    #[error("model '{model}' version {version}: {source}")]
+    Inference {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+        /// What ONNX Runtime said.
+        source: BackendError,
+    },
+}
+
+fn version_suffix(version: &Option<String>) -> String {
+    version
+        .as_ref()
+        .map(|v| format!(" version {v}"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,50 @@
+//! The gRPC surface: the inference service, health and reflection, on one
+//! tonic router.
+
+mod inference;
+mod status;
+
+use std::sync::Arc;
+
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+pub use inference::{InferenceService, PLATFORM};
+
+use crate::health::Health;
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use crate::repository::Repository;
+
+/// Reflection over every service served, in both protocol versions: grpcurl
+/// and ghz ask for v1 first and fall back to v1alpha; some GUI clients only
+/// speak v1alpha. Both list all services, each other included.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false)
+}
+
+/// All services, ready to serve.
+pub fn routes(
+    repository: Arc<Repository>,
+    health: Arc<Health>,
+    reporter: HealthReporter,
+    max_message_size: usize,
+) -> Result<Routes, tonic_reflection::server::Error> {
+    let inference = GrpcInferenceServiceServer::new(InferenceService::new(repository, health))
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size);
+    let health_server = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+    );
+    let mut routes = Routes::new(inference);
+    routes = routes
+        .add_service(health_server)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    Ok(routes)
+}

@@ -1,0 +1,144 @@
+//! oxserve: a KServe v2 / Open Inference Protocol gRPC server for ONNX
+//! models.
+//!
+//! The path of one request follows the modules: [`grpc`] (tonic handlers) →
+//! [`tensor`] (decode and validate) → [`repository`] (find the model version)
+//! → [`scheduler`] (queue to the version's worker thread) → [`backend`] (ONNX
+//! Runtime) → back through [`tensor`] to the response.
+//!
+//! [`run`] is the one entry point, used by `main` and by the tests alike.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod health;
+pub mod proto;
+pub mod repository;
+pub mod scheduler;
+pub mod tensor;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+
+use backend::{BackendError, SessionOptions};
+use health::Health;
+use repository::{LoadOptions, Repository};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// ONNX Runtime is missing or unusable.
+    #[error(transparent)]
+    Runtime(#[from] BackendError),
+    /// The model repository could not be read.
+    #[error("cannot read model repository '{path}': {source}")]
+    Repository {
+        /// The repository root.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `config`'s model repository on `listener` until `shutdown`
+/// completes, then drains in-flight requests for at most
+/// `config.drain_timeout` and returns.
+///
+/// The listener is served at once (liveness answers while models load); the
+/// inference service's health turns SERVING when loading is done.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // Fail before serving anything if ONNX Runtime is missing.
+    let env = backend::environment(config.onnxruntime_library.as_deref())?;
+    let repository = Arc::new(Repository::discover(&config.model_repository).map_err(
+        |source| ServeError::Repository {
+            path: config.model_repository.clone(),
+            source,
+        },
+    )?);
+
+    let (reporter, _) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter.clone()).await;
+    health.follow(repository.subscribe_ready());
+
+    let options = LoadOptions {
+        session: SessionOptions {
+            intra_op_threads: config.intra_op_threads,
+        },
+        queue_capacity: config.queue_capacity,
+        strict_readiness: config.strict_readiness,
+    };
+    let loader = {
+        let repository = Arc::clone(&repository);
+        tokio::task::spawn_blocking(move || repository.load_all(&env, &options))
+    };
+
+    let routes = grpc::routes(
+        Arc::clone(&repository),
+        Arc::clone(&health),
+        reporter,
+        config.max_message_size,
+    )?;
+
+    // Small requests must not wait for Nagle's algorithm.
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        stream.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+
+    let (drain_started, drain_begun) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let health = Arc::clone(&health);
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: readiness off, draining in-flight requests");
+            health.shutting_down().await;
+            let _ = drain_started.send(());
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, signal);
+    let drain_deadline = async move {
+        if drain_begun.await.is_err() {
+            // The server ended without a shutdown signal.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(config.drain_timeout).await;
+    };
+
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        () = drain_deadline => {
+            tracing::warn!(
+                timeout = ?config.drain_timeout,
+                "drain timeout reached with requests still in flight; exiting"
+            );
+            Ok(())
+        }
+    };
+    // A model still loading at shutdown finishes in the background; loaded
+    // versions stop their worker threads once unloaded.
+    loader.abort();
+    repository.unload_all();
+    tracing::info!("stopped");
+    result
+}
