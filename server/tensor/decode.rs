@@ -436,3 +436,6 @@ fn quote_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let quoted: Vec<String> = names.into_iter().map(|n| format!("'{n}'")).collect();
     quoted.join(", ")
 }
+
+#[cfg(test)]
+mod tests;
