@@ -1,0 +1,197 @@
+//! An in-process mock server for the client's own tests.
+//!
+//! It speaks the real protocol over a real socket on an ephemeral port, so
+//! the tests exercise the transport settings (message limits, deadlines,
+//! health) that pure encode/decode tests cannot. Models:
+//! - `echo` (version "1"): answers every input as an output of the same
+//!   name, datatype, shape and raw bytes, restricted to the requested outputs;
+//! - `sleep`: waits `sleep_ms` (request parameter) before answering;
+//! - `big`: answers one UINT8 output of `size` (request parameter) bytes;
+//! - anything else: NOT_FOUND, prefixed with the request id like the
+//!   reference server.
+
+#[expect(
+    unreachable_pub,
+    reason = "the generated stubs are `pub`, but live in this test-only module"
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/mock_server/inference.rs"));
+}
+
+use std::{net::SocketAddr, time::Duration};
+
+use generated::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use tonic_health::server::HealthReporter;
+
+use crate::pb::{self, ParameterChoice, model_infer_response::InferOutputTensor};
+
+/// Name under which the inference service reports health.
+pub(crate) const SERVICE: &str = "inference.GRPCInferenceService";
+
+pub(crate) struct Mock {
+    pub(crate) addr: SocketAddr,
+    pub(crate) health: HealthReporter,
+}
+
+impl Mock {
+    pub(crate) fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Serves the mock on `127.0.0.1:0` until the test's runtime ends.
+pub(crate) async fn start() -> Mock {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback is bindable in tests");
+    let addr = listener.local_addr().expect("bound socket has an address");
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<GrpcInferenceServiceServer<MockService>>()
+        .await;
+    let inference = GrpcInferenceServiceServer::new(MockService)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(inference)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    Mock { addr, health }
+}
+
+pub(crate) struct MockService;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for MockService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let ready = request.name == "echo" && matches!(request.version.as_str(), "" | "1");
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "mock".into(),
+            version: "0.0.0".into(),
+            extensions: vec!["model_repository".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        if request.name != "echo" {
+            return Err(Status::not_found(format!(
+                "unknown model '{}'",
+                request.name
+            )));
+        }
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: request.name,
+            versions: vec!["1".into()],
+            platform: "mock".into(),
+            inputs: vec![],
+            outputs: vec![],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let request = request.into_inner();
+        let mut response = pb::ModelInferResponse {
+            model_name: request.model_name.clone(),
+            model_version: "1".into(),
+            id: request.id.clone(),
+            ..Default::default()
+        };
+        match request.model_name.as_str() {
+            "echo" => echo(&request, &mut response),
+            "sleep" => {
+                let ms = uint_parameter(&request, "sleep_ms");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            "big" => {
+                let size = uint_parameter(&request, "size");
+                push_output(
+                    &mut response,
+                    "big",
+                    "UINT8",
+                    vec![size as i64],
+                    vec![7; size as usize],
+                );
+            }
+            other => {
+                return Err(Status::not_found(format!(
+                    "[request id: {}] unknown model '{other}'",
+                    request.id
+                )));
+            }
+        }
+        Ok(Response::new(response))
+    }
+}
+
+fn echo(request: &pb::ModelInferRequest, response: &mut pb::ModelInferResponse) {
+    let wanted =
+        |name: &str| request.outputs.is_empty() || request.outputs.iter().any(|o| o.name == name);
+    for (input, raw) in request.inputs.iter().zip(&request.raw_input_contents) {
+        if wanted(&input.name) {
+            let (name, datatype) = (input.name.clone(), input.datatype.clone());
+            push_output(response, &name, &datatype, input.shape.clone(), raw.clone());
+        }
+    }
+}
+
+fn push_output(
+    response: &mut pb::ModelInferResponse,
+    name: &str,
+    datatype: &str,
+    shape: Vec<i64>,
+    raw: Vec<u8>,
+) {
+    response.outputs.push(InferOutputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        ..Default::default()
+    });
+    response.raw_output_contents.push(raw);
+}
+
+fn uint_parameter(request: &pb::ModelInferRequest, key: &str) -> u64 {
+    match request
+        .parameters
+        .get(key)
+        .and_then(|p| p.parameter_choice.clone())
+    {
+        Some(ParameterChoice::Uint64Param(value)) => value,
+        _ => 0,
+    }
+}
