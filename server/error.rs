@@ -67,8 +67,8 @@ pub enum Error {
         model: String,
         /// Version.
         version: String,
-        /// What ONNX Runtime said.
-        source: BackendError,
+        /// What ONNX Runtime said (boxed: it is rare and large).
+        source: Box<BackendError>,
     },
 }
 

@@ -3,86 +3,163 @@
 //! `""` is SERVING while the process serves (liveness). The inference service
 //! starts NOT_SERVING, turns SERVING once every model is loaded and warm, and
 //! both go NOT_SERVING when shutdown begins, before draining.
+//!
+//! Written here rather than taken from tonic-health's server because two
+//! things matter for a server that drains: `Watch` streams must end once
+//! shutdown has been announced (an open stream would otherwise hold the
+//! graceful drain until its timeout), and `Watch` on an unknown service
+//! must answer SERVICE_UNKNOWN and stay open, as the health protocol says.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// The service name readiness probes ask about.
 pub const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
 
-/// Health statuses plus the draining flag that `ServerReady` also reads.
+/// What health statuses are derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct State {
+    /// Every model loaded (the repository's readiness).
+    ready: bool,
+    /// Shutdown has begun.
+    draining: bool,
+}
+
+impl State {
+    /// The status of `service`, or `None` if it is not one this server has.
+    fn status(self, service: &str) -> Option<ServingStatus> {
+        let serving = match service {
+            "" => !self.draining,
+            INFERENCE_SERVICE => self.ready && !self.draining,
+            _ => return None,
+        };
+        Some(if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        })
+    }
+}
+
+/// Health statuses, shared by the health service, `ServerReady` and the
+/// shutdown path.
 #[derive(Debug)]
 pub struct Health {
-    reporter: HealthReporter,
-    draining: AtomicBool,
-    follower: std::sync::Mutex<Option<JoinHandle<()>>>,
+    state: watch::Sender<State>,
 }
 
 impl Health {
-    /// A reporter with the inference service NOT_SERVING.
-    pub async fn new(reporter: HealthReporter) -> Arc<Health> {
-        // tonic-health marks "" SERVING from the start, which is right for
-        // liveness; readiness is set explicitly and starts false.
-        reporter
-            .set_service_status(INFERENCE_SERVICE, ServingStatus::NotServing)
-            .await;
+    /// Live, not ready, not draining.
+    pub fn new() -> Arc<Health> {
         Arc::new(Health {
-            reporter,
-            draining: AtomicBool::new(false),
-            follower: std::sync::Mutex::new(None),
+            state: watch::Sender::new(State::default()),
         })
     }
 
-    /// Mirrors `ready` onto the inference service's status until shutdown.
-    pub fn follow(self: &Arc<Self>, mut ready: watch::Receiver<bool>) {
-        let health = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            loop {
-                let status = if *ready.borrow_and_update() {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                health
-                    .reporter
-                    .set_service_status(INFERENCE_SERVICE, status)
-                    .await;
-                if ready.changed().await.is_err() {
-                    return;
-                }
+    /// Records the repository's readiness. Ignored once draining: nothing
+    /// may turn the server ready again during shutdown.
+    pub fn set_ready(&self, ready: bool) {
+        self.state.send_if_modified(|s| {
+            let changed = !s.draining && s.ready != ready;
+            if changed {
+                s.ready = ready;
             }
+            changed
         });
-        *self.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Whether the inference service is ready (loaded and not draining).
+    pub fn is_ready(&self) -> bool {
+        self.state.borrow().status(INFERENCE_SERVICE) == Some(ServingStatus::Serving)
     }
 
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.state.borrow().draining
     }
 
-    /// Marks everything NOT_SERVING for good: load balancers and probes stop
-    /// sending traffic while in-flight requests finish.
-    pub async fn shutting_down(&self) {
-        self.draining.store(true, Ordering::Release);
-        let follower = self
-            .follower
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(task) = follower {
-            // Stop the follower first so it cannot flip a status back.
-            task.abort();
-            let _ = task.await;
+    /// Marks everything NOT_SERVING for good, so that probes and load
+    /// balancers stop sending traffic while in-flight requests finish;
+    /// `Watch` streams see the change and then end.
+    pub fn shutting_down(&self) {
+        self.state.send_modify(|s| s.draining = true);
+    }
+
+    /// The gRPC service answering from these statuses.
+    pub fn service(self: &Arc<Self>) -> HealthServer<HealthService> {
+        HealthServer::new(HealthService {
+            health: Arc::clone(self),
+        })
+    }
+}
+
+/// The `grpc.health.v1.Health` implementation.
+#[derive(Debug)]
+pub struct HealthService {
+    health: Arc<Health>,
+}
+
+fn response(status: ServingStatus) -> HealthCheckResponse {
+    HealthCheckResponse {
+        status: status as i32,
+    }
+}
+
+type WatchStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl HealthApi for HealthService {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = request.into_inner().service;
+        let state = *self.health.state.borrow();
+        match state.status(&service) {
+            Some(status) => Ok(Response::new(response(status))),
+            None => Err(Status::not_found(format!("unknown service '{service}'"))),
         }
-        for service in ["", INFERENCE_SERVICE] {
-            self.reporter
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let service = request.into_inner().service;
+        let mut state = self.health.state.subscribe();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let current = *state.borrow_and_update();
+                let status = current
+                    .status(&service)
+                    .unwrap_or(ServingStatus::ServiceUnknown);
+                if last != Some(status) {
+                    if tx.send(Ok(response(status))).await.is_err() {
+                        return; // the client went away
+                    }
+                    last = Some(status);
+                }
+                if current.draining {
+                    return; // the final status is out; let the drain finish
+                }
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

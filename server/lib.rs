@@ -74,9 +74,7 @@ pub async fn run(
         },
     )?);
 
-    let (reporter, _) = tonic_health::server::health_reporter();
-    let health = Health::new(reporter.clone()).await;
-    health.follow(repository.subscribe_ready());
+    let health = Health::new();
 
     let options = LoadOptions {
         session: SessionOptions {
@@ -87,13 +85,13 @@ pub async fn run(
     };
     let loader = {
         let repository = Arc::clone(&repository);
-        tokio::task::spawn_blocking(move || repository.load_all(&env, &options))
+        let health = Arc::clone(&health);
+        tokio::task::spawn_blocking(move || health.set_ready(repository.load_all(&env, &options)))
     };
 
     let routes = grpc::routes(
         Arc::clone(&repository),
         Arc::clone(&health),
-        reporter,
         config.max_message_size,
     )?;
 
@@ -110,7 +108,7 @@ pub async fn run(
         async move {
             shutdown.await;
             tracing::info!("shutting down: readiness off, draining in-flight requests");
-            health.shutting_down().await;
+            health.shutting_down();
             let _ = drain_started.send(());
         }
     };

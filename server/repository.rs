@@ -3,15 +3,13 @@
 //! Discovery is quick and synchronous; loading (session creation and warm-up)
 //! happens afterwards on a blocking thread while the server already answers
 //! liveness. Each version loads on its own: one that fails is recorded with
-//! its reason and the others serve. Readiness is published on a watch
-//! channel for the health service.
+//! its reason and the others serve.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use ort::environment::Environment;
-use tokio::sync::watch;
 
 use crate::backend::{Instance, SessionOptions};
 use crate::error::Error;
@@ -50,7 +48,7 @@ impl LoadedVersion {
         result.map_err(|source| Error::Inference {
             model: self.model.clone(),
             version: self.version.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -93,7 +91,6 @@ pub struct LoadOptions {
 pub struct Repository {
     root: PathBuf,
     models: RwLock<BTreeMap<String, Model>>,
-    ready: watch::Sender<bool>,
 }
 
 impl Repository {
@@ -132,24 +129,14 @@ impl Repository {
         Ok(Repository {
             root: root.to_path_buf(),
             models: RwLock::new(models),
-            ready: watch::Sender::new(false),
         })
     }
 
-    /// Readiness: `true` once loading finished (and, with strict readiness,
-    /// every version loaded).
-    pub fn subscribe_ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
-    }
-
-    /// Whether the server is ready now.
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
-    /// Loads every discovered version, one after another, then publishes
-    /// readiness. Blocking: run it on a blocking thread.
-    pub fn load_all(&self, env: &Environment, options: &LoadOptions) {
+    /// Loads every discovered version, one after another, and returns
+    /// whether the server is ready: always with relaxed readiness, only if
+    /// every version loaded with strict readiness. Blocking: run it on a
+    /// blocking thread.
+    pub fn load_all(&self, env: &Environment, options: &LoadOptions) -> bool {
         let pending: Vec<(String, u64)> = self
             .read()
             .iter()
@@ -179,7 +166,7 @@ impl Repository {
                 "some models failed to load: the server stays NOT ready (strict_readiness = true); the others serve"
             );
         }
-        self.ready.send_replace(ready);
+        ready
     }
 
     fn load_version(

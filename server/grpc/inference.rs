@@ -54,7 +54,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        let ready = self.repository.is_ready() && !self.health.is_draining();
+        let ready = self.health.is_ready();
         Ok(Response::new(ServerReadyResponse { ready }))
     }
 

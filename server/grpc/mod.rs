@@ -7,7 +7,6 @@ mod status;
 use std::sync::Arc;
 
 use tonic::service::Routes;
-use tonic_health::server::HealthReporter;
 
 pub use inference::{InferenceService, PLATFORM};
 
@@ -32,15 +31,12 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 pub fn routes(
     repository: Arc<Repository>,
     health: Arc<Health>,
-    reporter: HealthReporter,
     max_message_size: usize,
 ) -> Result<Routes, tonic_reflection::server::Error> {
+    let health_server = health.service();
     let inference = GrpcInferenceServiceServer::new(InferenceService::new(repository, health))
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size);
-    let health_server = tonic_health::pb::health_server::HealthServer::new(
-        tonic_health::server::HealthService::from_health_reporter(reporter),
-    );
     let mut routes = Routes::new(inference);
     routes = routes
         .add_service(health_server)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need
+# (ONNX Runtime from the pinned wheel, Python tools, grpcurl), checks format
+# and lints, runs the Rust unit, integration and doc tests against real
+# in-process servers, then the interop tests with grpcurl and tritonclient
+# against the server binary.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+scripts/setup.sh
+scripts/install-grpcurl.sh
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+echo "== interop (grpcurl, tritonclient)"
+cargo build --bin oxserve
+GRPCURL=$root/.oxserve/bin/grpcurl tests/interop/run.sh target/debug/oxserve

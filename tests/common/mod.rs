@@ -1,0 +1,131 @@
+//! A real oxserve server in-process on `127.0.0.1:0`, and the SDK client
+//! connected to it.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oxserve::{Config, ServeError};
+use oxserve_client::Client;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+
+/// The service name readiness is reported under.
+pub(crate) const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
+
+/// `tests/models` of this checkout.
+pub(crate) fn test_models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models")
+}
+
+/// `examples/models` of this checkout.
+pub(crate) fn example_models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models")
+}
+
+/// A running server; stop it with [`TestServer::stop`].
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+/// A config for `repository` on an ephemeral port. `tests/models` holds a
+/// deliberately broken model, so readiness there is not strict.
+pub(crate) fn config(repository: &Path) -> Config {
+    Config {
+        model_repository: repository.to_path_buf(),
+        grpc_address: "127.0.0.1:0".parse().unwrap(),
+        strict_readiness: false,
+        drain_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+/// Starts a server with `config` and waits until it reports SERVING.
+pub(crate) async fn start(config: Config) -> TestServer {
+    let server = spawn(config).await;
+    wait_serving(&server.client).await;
+    server
+}
+
+/// Starts a server without waiting for readiness.
+pub(crate) async fn spawn(config: Config) -> TestServer {
+    let listener = tokio::net::TcpListener::bind(config.grpc_address)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(oxserve::run(config, listener, async move {
+        let _ = signal.await;
+    }));
+    let client = Client::builder(format!("http://{addr}"))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .expect("the listener is bound, so connecting succeeds");
+    TestServer {
+        addr,
+        client,
+        shutdown: Some(shutdown),
+        task,
+    }
+}
+
+/// Follows the inference service's health with `Watch` (no polling) until
+/// it says SERVING; panics after 60 s.
+pub(crate) async fn wait_serving(client: &Client) {
+    let watch = async {
+        let mut stream = client
+            .health_client()
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: INFERENCE_SERVICE.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(status) = stream.next().await {
+            if status.unwrap().status()
+                == tonic_health::pb::health_check_response::ServingStatus::Serving
+            {
+                return;
+            }
+        }
+        panic!("health stream ended before SERVING");
+    };
+    tokio::time::timeout(Duration::from_secs(60), watch)
+        .await
+        .expect("server did not become SERVING within 60 s");
+}
+
+impl TestServer {
+    /// Signals shutdown and waits for `run` to return.
+    pub(crate) async fn stop(mut self) -> Result<(), ServeError> {
+        self.begin_shutdown();
+        self.task.await.expect("server task panicked")
+    }
+
+    /// Signals shutdown without waiting.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for `run` to return (after [`TestServer::begin_shutdown`]).
+    pub(crate) async fn join(self) -> Result<(), ServeError> {
+        self.task.await.expect("server task panicked")
+    }
+}
+
+/// Raw little-endian bytes of `f32`s.
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
