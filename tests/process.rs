@@ -1,0 +1,211 @@
+//! The `oxserve` binary as scripts, probes and orchestrators run it: SIGTERM
+//! drains and exits 0, `oxserve health` exit codes, start-up errors that name
+//! the key or the fix, `--help` covering every configuration key.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{INFERENCE_SERVICE, test_models, wait_serving};
+use oxserve_client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oxserve");
+
+/// A port that was free a moment ago (the binary needs a concrete one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on tests/models and connects once it listens.
+async fn serve(extra: &[&str]) -> (Server, Client) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "--model-repository"])
+        .arg(test_models())
+        .args(["--grpc-address", &addr, "--strict-readiness", "false"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, addr };
+    // The process needs a moment to bind; retry the connection until then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match Client::connect(format!("http://{}", server.addr)).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("server never listened: {e}"),
+        }
+    };
+    wait_serving(&client).await;
+    (server, client)
+}
+
+fn health(addr: &str, service: &str) -> Output {
+    Command::new(BIN)
+        .args([
+            "health",
+            "--addr",
+            addr,
+            "--service",
+            service,
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap()
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let (mut server, client) = serve(&["--drain-timeout", "20s"]).await;
+    let n = 2048usize;
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let matrix = vec![1e-3f32; n * n];
+                client
+                    .infer("slow")
+                    .input("INPUT0", &[n as i64, n as i64], &matrix)
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    let mut calls = calls.into_iter();
+    calls.next().unwrap().await.unwrap().unwrap();
+    sigterm(&server.child);
+    for call in calls {
+        call.await.unwrap().expect("in-flight request drained");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn health_command_exit_codes_follow_the_status() {
+    let (server, _client) = serve(&[]).await;
+    let out = health(&server.addr, INFERENCE_SERVICE);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "inference.GRPCInferenceService: SERVING"
+    );
+    assert!(health(&server.addr, "").status.success());
+    let out = health(&server.addr, "no.such.Service");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown service"),
+        "{out:?}"
+    );
+    let out = health(&format!("127.0.0.1:{}", free_port()), "");
+    assert_eq!(out.status.code(), Some(1), "nothing listens there");
+}
+
+#[test]
+fn invalid_configuration_fails_at_start_naming_the_key() {
+    let out = Command::new(BIN)
+        .args(["serve", "--model-repository"])
+        .arg(test_models())
+        .env("OXSERVE_DRAIN_TIMEOUT", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("drain_timeout"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--model-repository", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model_repository"));
+}
+
+#[test]
+fn an_unusable_onnx_runtime_is_a_clear_error_not_a_panic() {
+    // A file that exists but is no shared library.
+    let not_a_library = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let out = Command::new(BIN)
+        .args(["serve", "--model-repository"])
+        .arg(test_models())
+        .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--onnxruntime-library", not_a_library])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot load ONNX Runtime") && err.contains("Cargo.toml"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--model-repository"])
+        .arg(test_models())
+        .args(["--onnxruntime-library", "/no/libonnxruntime.so"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("onnxruntime_library"));
+}
+
+#[test]
+fn help_documents_every_configuration_key() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in oxserve::config::KEYS {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let env = format!("OXSERVE_{}", key.to_uppercase());
+        assert!(help.contains(&flag), "--help lacks {flag}");
+        assert!(help.contains(&env), "--help lacks {env}");
+    }
+    assert!(help.contains("--config"));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("serve") && help.contains("health"));
+}
