@@ -210,14 +210,19 @@ fn health(args: HealthArgs) -> ExitCode {
 
 async fn check(
     args: &HealthArgs,
-) -> Result<tonic_health::pb::health_check_response::ServingStatus, Box<dyn std::error::Error>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?;
-    let channel = endpoint.connect().await?;
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))
+        .map_err(|e| format!("invalid address: {e}"))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = client
         .check(tonic_health::pb::HealthCheckRequest {
             service: args.service.clone(),
         })
-        .await?;
+        .await
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
     Ok(response.into_inner().status())
 }
