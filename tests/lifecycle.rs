@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{INFERENCE_SERVICE, config, spawn, start, test_models, wait_serving};
+use common::{INFERENCE_SERVICE, config, slow_call, spawn, start, test_models, wait_serving};
 use oxserve_client::{Client, ServingStatus};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -27,20 +27,6 @@ fn watch_all(client: &Client, service: &str) -> JoinHandle<Vec<Wire>> {
             seen.push(status.status());
         }
         seen
-    })
-}
-
-/// A request to the slow model that takes a noticeable time (~0.25 s here).
-fn slow_call(client: &Client) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
-    let client = client.clone();
-    tokio::spawn(async move {
-        let n = 2048usize;
-        let matrix = vec![1e-3f32; n * n];
-        client
-            .infer("slow")
-            .input("INPUT0", &[n as i64, n as i64], &matrix)
-            .send()
-            .await
     })
 }
 

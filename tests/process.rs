@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{INFERENCE_SERVICE, test_models, wait_serving};
+use common::{INFERENCE_SERVICE, slow_call, test_models, wait_serving};
 use oxserve_client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oxserve");
@@ -88,20 +88,7 @@ fn sigterm(child: &Child) {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let (mut server, client) = serve(&["--drain-timeout", "20s"]).await;
-    let n = 2048usize;
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let matrix = vec![1e-3f32; n * n];
-                client
-                    .infer("slow")
-                    .input("INPUT0", &[n as i64, n as i64], &matrix)
-                    .send()
-                    .await
-            })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| slow_call(&client)).collect();
     let mut calls = calls.into_iter();
     calls.next().unwrap().await.unwrap().unwrap();
     sigterm(&server.child);

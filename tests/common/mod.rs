@@ -129,3 +129,20 @@ impl TestServer {
 pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
+
+/// A request to the `slow` test model that takes about a quarter of a
+/// second on one core: long enough to be in flight when a test acts.
+pub(crate) fn slow_call(
+    client: &Client,
+) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let n = 2048usize;
+        let matrix = vec![1e-3f32; n * n];
+        client
+            .infer("slow")
+            .input("INPUT0", &[n as i64, n as i64], &matrix)
+            .send()
+            .await
+    })
+}

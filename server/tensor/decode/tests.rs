@@ -43,6 +43,14 @@ fn typed(mut t: InferInputTensor, contents: InferTensorContents) -> InferInputTe
     t
 }
 
+fn typed_request(inputs: Vec<InferInputTensor>) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "m".into(),
+        inputs,
+        ..Default::default()
+    }
+}
+
 fn raw_request(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
     ModelInferRequest {
         model_name: "m".into(),
@@ -89,25 +97,14 @@ fn raw_inputs_are_reordered_to_model_order_and_shared_not_copied() {
 
 #[test]
 fn typed_contents_encode_to_the_same_bytes_as_raw() {
-    let request = ModelInferRequest {
-        inputs: vec![
-            typed(
-                input("a", "FP32", &[1, 2]),
-                InferTensorContents {
-                    fp32_contents: vec![1.0, 2.0],
-                    ..Default::default()
-                },
-            ),
-            typed(
-                input("b", "FP32", &[1, 2]),
-                InferTensorContents {
-                    fp32_contents: vec![3.0, 4.0],
-                    ..Default::default()
-                },
-            ),
-        ],
+    let contents = |v: Vec<f32>| InferTensorContents {
+        fp32_contents: v,
         ..Default::default()
     };
+    let request = typed_request(vec![
+        typed(input("a", "FP32", &[1, 2]), contents(vec![1.0, 2.0])),
+        typed(input("b", "FP32", &[1, 2]), contents(vec![3.0, 4.0])),
+    ]);
     let decoded = decode_request(&add_sub(), &request).unwrap();
     assert_eq!(decoded.inputs[0].data, Bytes::from(f32s(&[1.0, 2.0])));
     assert_eq!(decoded.inputs[1].data, Bytes::from(f32s(&[3.0, 4.0])));
@@ -440,25 +437,18 @@ fn hostile_bytes_streams_are_rejected() {
 
 #[test]
 fn typed_contents_must_use_the_datatypes_field() {
-    let request = ModelInferRequest {
-        inputs: vec![
-            typed(
-                input("a", "FP32", &[1, 2]),
-                InferTensorContents {
-                    fp64_contents: vec![1.0, 2.0],
-                    ..Default::default()
-                },
-            ),
-            typed(
-                input("b", "FP32", &[1, 2]),
-                InferTensorContents {
-                    fp32_contents: vec![1.0, 2.0],
-                    ..Default::default()
-                },
-            ),
-        ],
+    let fp64 = InferTensorContents {
+        fp64_contents: vec![1.0, 2.0],
         ..Default::default()
     };
+    let fp32 = InferTensorContents {
+        fp32_contents: vec![1.0, 2.0],
+        ..Default::default()
+    };
+    let request = typed_request(vec![
+        typed(input("a", "FP32", &[1, 2]), fp64),
+        typed(input("b", "FP32", &[1, 2]), fp32.clone()),
+    ]);
     let e = err(&add_sub(), &request).to_string();
     assert!(
         e.contains("contents.fp32_contents") && e.contains("contents.fp64_contents"),
@@ -469,16 +459,7 @@ fn typed_contents_must_use_the_datatypes_field() {
         &[("h", DataType::Fp16, &[-1])],
         &[("o", DataType::Fp16, &[-1])],
     );
-    let request = ModelInferRequest {
-        inputs: vec![typed(
-            input("h", "FP16", &[1]),
-            InferTensorContents {
-                fp32_contents: vec![1.0],
-                ..Default::default()
-            },
-        )],
-        ..Default::default()
-    };
+    let request = typed_request(vec![typed(input("h", "FP16", &[2]), fp32)]);
     assert!(
         err(&half, &request)
             .to_string()
@@ -488,25 +469,14 @@ fn typed_contents_must_use_the_datatypes_field() {
 
 #[test]
 fn typed_count_must_match_the_shape() {
-    let request = ModelInferRequest {
-        inputs: vec![
-            typed(
-                input("a", "FP32", &[1, 2]),
-                InferTensorContents {
-                    fp32_contents: vec![1.0],
-                    ..Default::default()
-                },
-            ),
-            typed(
-                input("b", "FP32", &[1, 2]),
-                InferTensorContents {
-                    fp32_contents: vec![1.0, 2.0],
-                    ..Default::default()
-                },
-            ),
-        ],
+    let contents = |v: Vec<f32>| InferTensorContents {
+        fp32_contents: v,
         ..Default::default()
     };
+    let request = typed_request(vec![
+        typed(input("a", "FP32", &[1, 2]), contents(vec![1.0])),
+        typed(input("b", "FP32", &[1, 2]), contents(vec![1.0, 2.0])),
+    ]);
     assert!(matches!(
         err(&add_sub(), &request),
         InvalidInput::ContentsCountMismatch {
