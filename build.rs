@@ -8,7 +8,7 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/grpc_service.proto"];
+const PROTOS: &[&str] = &["proto/grpc_service.proto", "proto/model_config.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build does not emit these itself when handed a descriptor set.

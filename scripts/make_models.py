@@ -488,6 +488,58 @@ def make_slow() -> None:
     print(f"    slow timings (onnxruntime, intra_op_num_threads=1, best of 3): {', '.join(timings)}")
 
 
+def make_spin() -> None:
+    """A model whose run time the client sets with a tiny request: a Loop of
+    ITERATIONS steps, each a 128x128 matrix product, so tests can hold a
+    worker busy for a known while without sending megabytes."""
+    path = TESTS / "spin" / "1" / "model.onnx"
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x_in", "x_in"], ["prod"], name="square"),
+            helper.make_node("Tanh", ["prod"], ["x_out"], name="squash"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+        ],
+        "spin_body",
+        [
+            vi("i", TensorProto.INT64, []),
+            vi("cond_in", TensorProto.BOOL, []),
+            vi("x_in", TensorProto.FLOAT, [128, 128]),
+        ],
+        [vi("cond_out", TensorProto.BOOL, []), vi("x_out", TensorProto.FLOAT, [128, 128])],
+    )
+    nodes = [
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["start"],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.05]),
+            name="start",
+        ),
+        helper.make_node("Squeeze", ["ITERATIONS"], ["trips"], name="trips"),
+        helper.make_node("Loop", ["trips", "cond", "start"], ["final"], body=body, name="spin"),
+        helper.make_node("ReduceSum", ["final", "axes"], ["OUTPUT0"], keepdims=0, name="total"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "spin",
+        [vi("ITERATIONS", TensorProto.INT64, [1])],
+        [vi("OUTPUT0", TensorProto.FLOAT, [])],
+        initializer=[
+            numpy_helper.from_array(np.array([128, 128], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array(True), "cond"),
+            numpy_helper.from_array(np.array([0, 1], dtype=np.int64), "axes"),
+        ],
+    )
+    graph.doc_string = "Busy for ITERATIONS 128x128 matrix products; OUTPUT0 is a scalar"
+    save(make_model(graph), path)
+    sess = session(path, threads=1)
+    sess.run(None, {"ITERATIONS": np.array([1], dtype=np.int64)})
+    t0 = time.perf_counter()
+    sess.run(None, {"ITERATIONS": np.array([1000], dtype=np.int64)})
+    per = (time.perf_counter() - t0) / 1000
+    report(path, f"ITERATIONS[1] -> OUTPUT0[]; {per * 1e6:.0f} us per iteration")
+
+
 def make_fixed() -> None:
     path = TESTS / "fixed" / "1" / "model.onnx"
     graph = helper.make_graph(
@@ -515,6 +567,7 @@ def main() -> int:
     make_versioned(3)
     make_broken()
     make_slow()
+    make_spin()
     make_fixed()
     total = sum(p.stat().st_size for base in (EXAMPLES, TESTS) for p in base.rglob("*.onnx"))
     print(f"all models written and verified; total {total / 1e6:.2f} MB")

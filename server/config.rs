@@ -19,7 +19,11 @@ pub const KEYS: &[&str] = &[
     "drain_timeout",
     "onnxruntime_library",
     "intra_op_threads",
-    "queue_capacity",
+    "instances",
+    "max_batch_size",
+    "preferred_batch_sizes",
+    "max_queue_delay",
+    "max_queue_size",
     "strict_readiness",
     "log_level",
 ];
@@ -40,16 +44,34 @@ pub struct Config {
     /// before the server exits anyway (`"30s"`, `"500ms"`). Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Path of `libonnxruntime.so`. Default: unset, meaning `ORT_DYLIB_PATH`,
-    /// then beside the executable, then `.oxserve/onnxruntime/` of the
-    /// checkout (where `scripts/setup.sh` puts it).
+    /// Path of `libonnxruntime.so`. Default: unset, meaning `ORT_DYLIB_PATH`
+    /// if set, else beside the executable or in its `lib/`, else
+    /// `.oxserve/onnxruntime/` of the checkout it was built from (where
+    /// `scripts/setup.sh` puts it).
     pub onnxruntime_library: Option<PathBuf>,
     /// Threads ONNX Runtime uses inside one operator, per model instance;
     /// 0 lets ONNX Runtime use every core. Default: `1`.
     pub intra_op_threads: usize,
+    /// Model instances (ONNX Runtime sessions, each on its own worker
+    /// thread) for models whose config.pbtxt sets no instance_group.
+    /// Default: `1`.
+    pub instances: usize,
+    /// Largest batch the scheduler forms for models that can batch (a
+    /// variable first dimension on every input and output) and whose
+    /// config.pbtxt sets no max_batch_size; 0 disables batching. Default: `64`.
+    pub max_batch_size: usize,
+    /// Batch sizes run as soon as they can be formed, for models without
+    /// their own dynamic_batching settings. Default: `[]`.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Longest a request waits for others to join its batch (`"500us"`,
+    /// `"2ms"`), for models without their own. Default: `0s` (batches form
+    /// from what queues while the model is busy).
+    #[serde(with = "humantime_serde")]
+    pub max_queue_delay: Duration,
     /// Requests that may wait per model version before new ones are turned
-    /// away with UNAVAILABLE. Default: `1024`.
-    pub queue_capacity: usize,
+    /// away at once with UNAVAILABLE, for models without their own queue
+    /// policy. Default: `1024`.
+    pub max_queue_size: usize,
     /// Whether the server reports ready only when every model in the
     /// repository loaded (as Triton does). Default: `true`.
     pub strict_readiness: bool,
@@ -67,7 +89,11 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(30),
             onnxruntime_library: None,
             intra_op_threads: 1,
-            queue_capacity: 1024,
+            instances: 1,
+            max_batch_size: 64,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_delay: Duration::ZERO,
+            max_queue_size: 1024,
             strict_readiness: true,
             log_level: "info".to_string(),
         }
@@ -75,6 +101,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The defaults that complete each model's configuration.
+    pub fn model_defaults(&self) -> crate::model_config::Defaults {
+        crate::model_config::Defaults {
+            max_batch_size: self.max_batch_size,
+            preferred_batch_sizes: self.preferred_batch_sizes.clone(),
+            max_queue_delay: self.max_queue_delay,
+            max_queue_size: self.max_queue_size,
+            instances: self.instances,
+            intra_op_threads: self.intra_op_threads,
+        }
+    }
+
     /// The tracing filter for `log_level`. ONNX Runtime logs every graph
     /// transformation at info, so its target is held at `warn` unless the
     /// setting names it.
@@ -93,8 +131,8 @@ impl Config {
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A value of the wrong type or format (figment names the key and source).
-    #[error("{0}")]
+    /// Values of the wrong type or format, each with its key and source.
+    #[error("{}", describe(.0))]
     Parse(#[from] Box<figment::Error>),
     /// A well-formed value outside what the server accepts.
     #[error("invalid value for '{key}': {reason}")]
@@ -106,6 +144,50 @@ pub enum ConfigError {
     },
 }
 
+/// One line per error: `'key' (from <source>): <what is wrong>`, without
+/// figment's profile prefix and provider source locations.
+fn describe(errors: &figment::Error) -> String {
+    let lines: Vec<String> = errors
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::from("(whole configuration)")
+            } else {
+                e.path.join(".").to_lowercase()
+            };
+            let source = match &e.metadata {
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(path)) => format!("{} {}", m.name, path.display()),
+                    _ => m.name.to_string(),
+                },
+                None => "configuration".to_string(),
+            };
+            format!("'{key}' (from {source}): {}", e.kind)
+        })
+        .collect();
+    lines.join("; ")
+}
+
+/// A provider under a name of our choosing, so that errors say "command-line
+/// flags" rather than a Rust type and source location.
+struct Named<P> {
+    name: &'static str,
+    inner: P,
+}
+
+impl<P: figment::Provider> figment::Provider for Named<P> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.inner.data()
+    }
+}
+
 impl Config {
     /// The figment for defaults, an optional TOML file, the environment and
     /// `overrides` (the command-line flags that were given).
@@ -115,8 +197,14 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("OXSERVE_").only(KEYS))
-            .merge(Serialized::defaults(overrides))
+            .merge(Named {
+                name: "OXSERVE_* environment variables",
+                inner: Env::prefixed("OXSERVE_").only(KEYS),
+            })
+            .merge(Named {
+                name: "command-line flags",
+                inner: Serialized::defaults(overrides),
+            })
     }
 
     /// Extracts and validates.
@@ -152,11 +240,36 @@ impl Config {
                 format!("{} is more than 1024", self.intra_op_threads),
             );
         }
-        if !(1..=1_000_000).contains(&self.queue_capacity) {
+        if !(1..=1_000_000).contains(&self.max_queue_size) {
             return invalid(
-                "queue_capacity",
-                format!("{} is outside 1..=1000000", self.queue_capacity),
+                "max_queue_size",
+                format!("{} is outside 1..=1000000", self.max_queue_size),
             );
+        }
+        if !(1..=64).contains(&self.instances) {
+            return invalid("instances", format!("{} is outside 1..=64", self.instances));
+        }
+        if self.max_batch_size > 1 << 20 {
+            return invalid(
+                "max_batch_size",
+                format!("{} is more than 1048576", self.max_batch_size),
+            );
+        }
+        if let Some(&bad) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&s| s == 0 || s > self.max_batch_size)
+        {
+            return invalid(
+                "preferred_batch_sizes",
+                format!(
+                    "{bad} is outside 1..=max_batch_size ({})",
+                    self.max_batch_size
+                ),
+            );
+        }
+        if self.max_queue_delay > Duration::from_secs(10) {
+            return invalid("max_queue_delay", "more than 10 seconds".into());
         }
         if let Some(lib) = &self.onnxruntime_library
             && !lib.is_file()

@@ -39,6 +39,16 @@ pub enum Error {
     /// The request does not fit the model or the protocol.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
+    /// A request parameter with a value of the wrong kind.
+    #[error("model '{model}': request parameter '{parameter}' {reason}")]
+    InvalidParameter {
+        /// Model name.
+        model: String,
+        /// The parameter.
+        parameter: &'static str,
+        /// What it must be.
+        reason: String,
+    },
     /// The model version's queue is full.
     #[error(
         "Exceeds maximum queue size: model '{model}' version {version} has {capacity} requests waiting"
@@ -55,6 +65,16 @@ pub enum Error {
     /// down or model unloaded).
     #[error("model '{model}' version {version} is shutting down")]
     Stopped {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+    },
+    /// The request's deadline passed before it ran.
+    #[error(
+        "model '{model}' version {version}: the request's deadline passed while it waited to run"
+    )]
+    DeadlineExceeded {
         /// Model name.
         model: String,
         /// Version.

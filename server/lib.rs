@@ -13,9 +13,11 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod model_config;
 pub mod proto;
 pub mod repository;
 pub mod scheduler;
+pub mod stats;
 pub mod tensor;
 
 use std::future::Future;
@@ -28,7 +30,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 
-use backend::{BackendError, SessionOptions};
+use backend::BackendError;
 use health::Health;
 use repository::{LoadOptions, Repository};
 
@@ -67,20 +69,20 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // Fail before serving anything if ONNX Runtime is missing.
     let env = backend::environment(config.onnxruntime_library.as_deref())?;
-    let repository = Arc::new(Repository::discover(&config.model_repository).map_err(
-        |source| ServeError::Repository {
-            path: config.model_repository.clone(),
-            source,
-        },
-    )?);
+    let defaults = config.model_defaults();
+    let repository = Arc::new(
+        Repository::discover(&config.model_repository, &defaults).map_err(|source| {
+            ServeError::Repository {
+                path: config.model_repository.clone(),
+                source,
+            }
+        })?,
+    );
 
     let health = Health::new();
 
     let options = LoadOptions {
-        session: SessionOptions {
-            intra_op_threads: config.intra_op_threads,
-        },
-        queue_capacity: config.queue_capacity,
+        defaults,
         strict_readiness: config.strict_readiness,
     };
     let loader = {

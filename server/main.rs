@@ -65,11 +65,32 @@ struct ServeArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     intra_op_threads: Option<usize>,
-    /// Requests that may wait per model version before UNAVAILABLE
-    /// [key: queue_capacity, env: OXSERVE_QUEUE_CAPACITY, default: 1024]
+    /// Model instances (sessions, each on its own thread) for models whose
+    /// config.pbtxt has no instance_group
+    /// [key: instances, env: OXSERVE_INSTANCES, default: 1]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    queue_capacity: Option<usize>,
+    instances: Option<usize>,
+    /// Largest batch formed for models that can batch and set none; 0 = no batching
+    /// [key: max_batch_size, env: OXSERVE_MAX_BATCH_SIZE, default: 64]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_batch_size: Option<usize>,
+    /// Batch sizes run as soon as formed, comma-separated, e.g. 8,16
+    /// [key: preferred_batch_sizes, env: OXSERVE_PREFERRED_BATCH_SIZES (e.g. [8,16]), default: none]
+    #[arg(long, value_name = "N,N", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_batch_sizes: Option<Vec<usize>>,
+    /// Longest a request waits for others to join its batch, e.g. 500us
+    /// [key: max_queue_delay, env: OXSERVE_MAX_QUEUE_DELAY, default: 0s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queue_delay: Option<String>,
+    /// Requests that may wait per model version before UNAVAILABLE
+    /// [key: max_queue_size, env: OXSERVE_MAX_QUEUE_SIZE, default: 1024]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queue_size: Option<usize>,
     /// Report ready only when every model loaded
     /// [key: strict_readiness, env: OXSERVE_STRICT_READINESS, default: true]
     #[arg(long, value_name = "BOOL")]
@@ -112,8 +133,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(config.log_filter())
+        // Colour only for people: log collectors get plain text.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -135,7 +159,6 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%address, repository = %config.model_repository.display(), "serving");
         match oxserve::run(config, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -11,9 +11,16 @@ use std::sync::{Arc, RwLock};
 
 use ort::environment::Environment;
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::backend::{Instance, SessionOptions};
 use crate::error::Error;
+use crate::model_config::{self, Defaults, LoadPlan, Written};
+use crate::proto::inference::{ModelConfig, ModelStatistics};
 use crate::scheduler::{Scheduler, SubmitError};
+use crate::stats::VersionStats;
 use crate::tensor::{DecodedRequest, ModelSpec, Tensor};
 
 /// The file each version directory must hold.
@@ -26,14 +33,44 @@ pub struct LoadedVersion {
     pub model: String,
     /// Version number.
     pub version: u64,
-    /// Inputs and outputs.
+    /// Inputs and outputs, as requests are validated against them.
     pub spec: Arc<ModelSpec>,
+    /// The completed configuration.
+    pub config: ModelConfig,
+    /// Cumulative statistics.
+    pub stats: Arc<VersionStats>,
+    default_timeout: Option<Duration>,
+    allow_timeout_override: bool,
     scheduler: Scheduler,
 }
 
 impl LoadedVersion {
-    /// Runs a validated request and returns its outputs.
-    pub async fn infer(&self, request: DecodedRequest) -> Result<Vec<Tensor>, Error> {
+    /// When a request must have been answered: the earliest of the client's
+    /// gRPC deadline and the request's `timeout` parameter (or the model's
+    /// default timeout, which the parameter may only replace when the
+    /// model's queue policy allows it).
+    pub fn deadline(&self, grpc: Option<Instant>, timeout: Option<Duration>) -> Option<Instant> {
+        let timeout = match (timeout, self.default_timeout) {
+            // As in Triton, an override may only shorten the default.
+            (Some(t), Some(default)) if self.allow_timeout_override => Some(t.min(default)),
+            (Some(_), Some(default)) => Some(default),
+            (Some(t), None) => Some(t),
+            (None, default) => default,
+        };
+        let own = timeout.map(|t| Instant::now() + t);
+        match (grpc, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs a validated request and returns its outputs, or gives up at
+    /// `deadline` (the request is then dropped from the queue, not run).
+    pub async fn infer(
+        &self,
+        request: DecodedRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, Error> {
         let answer = self.scheduler.submit(request).map_err(|e| match e {
             SubmitError::QueueFull { capacity } => Error::QueueFull {
                 model: self.model.clone(),
@@ -44,7 +81,16 @@ impl LoadedVersion {
         })?;
         // The worker always answers a job it takes; a dropped sender means it
         // stopped before getting to this one.
-        let result = answer.await.map_err(|_| self.stopped())?;
+        let result = match deadline {
+            None => answer.await,
+            Some(deadline) => tokio::time::timeout_at(deadline, answer)
+                .await
+                .map_err(|_| Error::DeadlineExceeded {
+                    model: self.model.clone(),
+                    version: self.version.to_string(),
+                })?,
+        }
+        .map_err(|_| self.stopped())?;
         result.map_err(|source| Error::Inference {
             model: self.model.clone(),
             version: self.version.to_string(),
@@ -70,18 +116,22 @@ enum VersionState {
 
 #[derive(Debug, Default)]
 struct Model {
-    /// Why the model as a whole cannot serve (e.g. no version directories).
+    /// Why the model as a whole cannot serve (no version directories, a
+    /// config.pbtxt that does not parse, ...).
     problem: Option<String>,
+    /// Its config.pbtxt, if it has one.
+    written: Option<Written>,
+    /// How to load it (absent when `problem` is set).
+    plan: Option<LoadPlan>,
+    /// The versions its version policy selects.
     versions: BTreeMap<u64, VersionState>,
 }
 
 /// How versions are loaded.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Session settings for every instance.
-    pub session: SessionOptions,
-    /// Maximum requests waiting per model version.
-    pub queue_capacity: usize,
+    /// Server-wide defaults for model configurations.
+    pub defaults: Defaults,
     /// Whether readiness requires every discovered version to load.
     pub strict_readiness: bool,
 }
@@ -94,8 +144,9 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Scans `root` for models and versions; nothing is loaded yet.
-    pub fn discover(root: &Path) -> std::io::Result<Repository> {
+    /// Scans `root` for models, their config.pbtxt and versions; nothing is
+    /// loaded yet.
+    pub fn discover(root: &Path, defaults: &Defaults) -> std::io::Result<Repository> {
         let mut models = BTreeMap::new();
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
@@ -104,27 +155,45 @@ impl Repository {
                 continue;
             }
             let mut model = Model::default();
+            let mut found = Vec::new();
             for version_dir in std::fs::read_dir(entry.path())? {
                 let version_dir = version_dir?;
-                let Some(version) = version_dir
-                    .file_name()
-                    .to_str()
-                    .and_then(|v| v.parse::<u64>().ok())
-                else {
+                let file_name = version_dir.file_name();
+                let Some(version) = file_name.to_str().and_then(canonical_version) else {
                     continue; // config files and other non-version entries
                 };
                 if version_dir.file_type()?.is_dir() {
-                    model.versions.insert(version, VersionState::Loading);
+                    found.push(version);
                 }
             }
-            if model.versions.is_empty() {
-                let problem = format!(
-                    "no version directories (<repository>/{name}/<number>/{MODEL_FILE}) found"
-                );
-                tracing::error!(model = %name, "{problem}");
-                model.problem = Some(problem);
+            found.sort_unstable();
+            let planned = model_config::read(&entry.path()).and_then(|written| {
+                let plan = LoadPlan::new(written.as_ref(), defaults)?;
+                let versions = plan.select_versions(&found)?;
+                Ok((written, plan, versions))
+            });
+            match planned {
+                Ok((_, _, versions)) if versions.is_empty() => {
+                    model.problem = Some(format!(
+                        "no version directories (<repository>/{name}/<number>/{MODEL_FILE}) found"
+                    ));
+                }
+                Ok((written, plan, versions)) => {
+                    model.written = written;
+                    model.plan = Some(plan);
+                    for version in versions {
+                        model.versions.insert(version, VersionState::Loading);
+                    }
+                }
+                Err(problem) => model.problem = Some(problem),
+            }
+            if let Some(problem) = &model.problem {
+                tracing::error!(model = %name, "model cannot load: {problem}");
             }
             models.insert(name, model);
+        }
+        if models.is_empty() {
+            tracing::warn!(repository = %root.display(), "the model repository holds no models");
         }
         Ok(Repository {
             root: root.to_path_buf(),
@@ -176,32 +245,59 @@ impl Repository {
         name: &str,
         version: u64,
     ) -> Result<LoadedVersion, String> {
-        let path = self
-            .root
-            .join(name)
-            .join(version.to_string())
-            .join(MODEL_FILE);
+        let (plan, written) = {
+            let models = self.read();
+            let model = models.get(name).ok_or("model vanished")?;
+            (
+                model.plan.clone().ok_or("model has no load plan")?,
+                model.written.clone(),
+            )
+        };
+        let path = plan.model_path(&self.root.join(name), version);
         if !path.is_file() {
             return Err(format!("{} does not exist", path.display()));
         }
-        let mut instance =
-            Instance::load(env, name, &path, &options.session).map_err(|e| e.to_string())?;
-        if let Err(e) = instance.warm_up() {
-            // Zeros are not valid input for every model; the first real
-            // request will pay for initialisation instead.
-            tracing::warn!(model = %name, version, "warm-up failed: {e}");
+        let defaults = &options.defaults;
+        let mut instances = Vec::with_capacity(plan.instances.len());
+        let mut devices = Vec::with_capacity(plan.instances.len());
+        for device in &plan.instances {
+            let session = SessionOptions {
+                intra_op_threads: defaults.intra_op_threads,
+                graph_level: plan.graph_level,
+                device: device.clone(),
+            };
+            let (instance, used) =
+                Instance::load(env, name, &path, &session).map_err(|e| e.to_string())?;
+            instances.push(instance);
+            devices.push(used);
         }
-        let spec = Arc::clone(instance.spec());
+        let onnx = Arc::clone(instances[0].spec());
+        let resolved = model_config::complete(name, written.as_ref(), &onnx, &devices, defaults)
+            .map_err(|e| format!("{}/{}: {e}", name, model_config::CONFIG_FILE))?;
+        for instance in &mut instances {
+            if let Err(e) = instance.warm_up() {
+                // Zeros are not valid input for every model; the first real
+                // request will pay for initialisation instead.
+                tracing::warn!(model = %name, version, "warm-up failed: {e}");
+            }
+        }
+        let stats = Arc::new(VersionStats::default());
         let scheduler = Scheduler::start(
-            format!("oxserve-{name}-{version}"),
-            instance,
-            options.queue_capacity,
+            &format!("oxserve-{name}-{version}"),
+            instances,
+            resolved.policy.clone(),
+            resolved.max_queue_size,
+            Arc::clone(&stats),
         )
-        .map_err(|e| format!("cannot start the inference thread: {e}"))?;
+        .map_err(|e| format!("cannot start the inference threads: {e}"))?;
         Ok(LoadedVersion {
             model: name.to_string(),
             version,
-            spec,
+            spec: Arc::new(resolved.spec),
+            config: resolved.config,
+            stats,
+            default_timeout: resolved.default_timeout,
+            allow_timeout_override: resolved.allow_timeout_override,
             scheduler,
         })
     }
@@ -267,6 +363,30 @@ impl Repository {
         })
     }
 
+    /// Statistics of `model` (all models if empty) and `version` (all
+    /// loaded versions if empty).
+    pub fn statistics(&self, model: &str, version: &str) -> Result<Vec<ModelStatistics>, Error> {
+        if !model.is_empty() && !version.is_empty() {
+            let loaded = self.get(model, version)?;
+            return Ok(vec![loaded.stats.to_proto(&loaded.model, loaded.version)]);
+        }
+        let models = self.read();
+        if !model.is_empty() && !models.contains_key(model) {
+            return Err(Error::ModelNotFound {
+                model: model.to_string(),
+            });
+        }
+        Ok(models
+            .iter()
+            .filter(|(name, _)| model.is_empty() || name.as_str() == model)
+            .flat_map(|(_, m)| m.versions.values())
+            .filter_map(|s| match s {
+                VersionState::Ready(v) => Some(v.stats.to_proto(&v.model, v.version)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Drops every loaded version, ending their worker threads once the
     /// requests holding them finish.
     pub fn unload_all(&self) {
@@ -283,6 +403,21 @@ impl Repository {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Model>> {
         self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A version directory name: decimal digits without leading zeros, so that
+/// the directory is found again from the number (`01` would not be).
+fn canonical_version(name: &str) -> Option<u64> {
+    let version = name.parse::<u64>().ok()?;
+    if version.to_string() == name {
+        Some(version)
+    } else {
+        tracing::warn!(
+            directory = name,
+            "ignoring version directory: write versions without leading zeros or signs"
+        );
+        None
     }
 }
 

@@ -4,14 +4,17 @@
 //! Sessions are driven from threads the scheduler owns, never from the async
 //! runtime: `Session::run` blocks, and takes `&mut self`.
 
+mod batch;
+mod providers;
 mod runtime;
 mod session;
 mod strings;
 
 use std::path::PathBuf;
 
+pub use providers::{Device, available as available_providers};
 pub use runtime::{candidates as runtime_candidates, environment, locate as locate_runtime};
-pub use session::{Instance, SessionOptions};
+pub use session::{BatchResult, Instance, SessionOptions};
 
 /// What went wrong inside ONNX Runtime or while setting it up.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -21,7 +24,7 @@ pub enum BackendError {
         "ONNX Runtime library not found (searched: {}). {}",
         .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
         if *.configured {
-            "Fix the 'onnxruntime_library' setting (--onnxruntime-library / OXSERVE_ONNXRUNTIME_LIBRARY) to point at libonnxruntime.so from the onnxruntime 1.31 wheel."
+            "Point the 'onnxruntime_library' setting (--onnxruntime-library / OXSERVE_ONNXRUNTIME_LIBRARY) or ORT_DYLIB_PATH at libonnxruntime.so from the onnxruntime 1.31 wheel."
         } else {
             "Run scripts/setup.sh to install it from the pinned onnxruntime wheel, or set --onnxruntime-library / OXSERVE_ONNXRUNTIME_LIBRARY (or ORT_DYLIB_PATH) to libonnxruntime.so from the onnxruntime 1.31 wheel."
         }
@@ -29,7 +32,7 @@ pub enum BackendError {
     RuntimeNotFound {
         /// Every path tried, in order.
         searched: Vec<PathBuf>,
-        /// Whether the path came from configuration.
+        /// Whether the path came from configuration or `ORT_DYLIB_PATH`.
         configured: bool,
     },
     /// The library was found but could not be loaded or initialised.

@@ -30,18 +30,19 @@ fn project_local() -> PathBuf {
         .join(library_name())
 }
 
-/// Candidate paths in the order they are tried: the configured path, then
-/// `ORT_DYLIB_PATH`, then beside the executable (and its `lib/`), then the
-/// project-local set-up location.
+/// Candidate paths in the order they are tried: the configured path, or
+/// else `ORT_DYLIB_PATH`, or else beside the executable (and its `lib/`),
+/// then the project-local set-up location.
 pub fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
+    // An explicit setting is a promise: a wrong one is an error, never a
+    // silent fall-back to some other copy of the library.
     if let Some(path) = configured {
-        // An explicit setting is a promise: don't silently use another copy.
         return vec![path.to_path_buf()];
     }
-    let mut paths = Vec::new();
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        paths.push(PathBuf::from(path));
+        return vec![PathBuf::from(path)];
     }
+    let mut paths = Vec::new();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
@@ -61,8 +62,8 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf, BackendError> {
         .find(|p| p.is_file())
         .cloned()
         .ok_or(BackendError::RuntimeNotFound {
+            configured: configured.is_some() || searched.len() == 1,
             searched,
-            configured: configured.is_some(),
         })
 }
 

@@ -4,20 +4,47 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ort::AsPointer;
+use std::time::Instant;
+
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynTensor, DynValue, TensorElementType, ValueType};
+use ort::value::{DynTensor, TensorElementType, ValueType};
 
-use super::{BackendError, strings};
-use crate::tensor::{DataType, ModelSpec, Tensor, TensorSpec};
+use super::providers::{self, Device};
+use super::{BackendError, batch};
+use crate::stats::ComputeTimes;
+use crate::tensor::{DataType, DecodedRequest, ModelSpec, Tensor, TensorSpec};
 
 /// How sessions are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Threads ONNX Runtime uses inside one operator; 0 lets it choose.
     pub intra_op_threads: usize,
+    /// Graph optimisation, Triton's scale: -1 none, 1 basic, 2 extended,
+    /// 0 or 3+ all.
+    pub graph_level: i32,
+    /// CPU or GPU.
+    pub device: Device,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            intra_op_threads: 1,
+            graph_level: 0,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// The outcome of one execution.
+#[derive(Debug)]
+pub struct BatchResult {
+    /// Each request's outputs, in request order.
+    pub outputs: Vec<Vec<Tensor>>,
+    /// Time spent in each stage.
+    pub times: ComputeTimes,
 }
 
 /// A loaded model instance: one session, driven by one thread at a time.
@@ -34,7 +61,7 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-fn datatype_of(ty: TensorElementType) -> Option<DataType> {
+pub(super) fn datatype_of(ty: TensorElementType) -> Option<DataType> {
     Some(match ty {
         TensorElementType::Bool => DataType::Bool,
         TensorElementType::Uint8 => DataType::Uint8,
@@ -54,7 +81,7 @@ fn datatype_of(ty: TensorElementType) -> Option<DataType> {
     })
 }
 
-fn element_type_of(datatype: DataType) -> TensorElementType {
+pub(super) fn element_type_of(datatype: DataType) -> TensorElementType {
     match datatype {
         DataType::Bool => TensorElementType::Bool,
         DataType::Uint8 => TensorElementType::Uint8,
@@ -99,26 +126,52 @@ fn describe(
         .collect()
 }
 
-fn run_error(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Run(e.to_string())
-}
-
 impl Instance {
-    /// Loads `path` as model `name`.
+    /// Loads `path` as model `name`. Returns the instance and the device
+    /// it actually runs on (a GPU request may fall back to CPU).
     pub fn load(
         env: &Environment,
         name: &str,
         path: &Path,
         options: &SessionOptions,
-    ) -> Result<Instance, BackendError> {
+    ) -> Result<(Instance, Device), BackendError> {
         let load_error = |reason: String| BackendError::Load {
             path: path.to_path_buf(),
             reason,
         };
+        let level = match options.graph_level {
+            i32::MIN..=-1 => GraphOptimizationLevel::Disable,
+            1 => GraphOptimizationLevel::Level1,
+            2 => GraphOptimizationLevel::Level2,
+            _ => GraphOptimizationLevel::Level3,
+        };
         let mut builder = Session::builder(env)
             .map_err(|e| load_error(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(level)
             .map_err(|e| load_error(e.to_string()))?;
+        let mut device = options.device.clone();
+        if let Device::Gpu {
+            device_id,
+            tensorrt,
+            required,
+        } = options.device
+        {
+            match providers::gpu_unavailable_reason() {
+                None => {
+                    builder = providers::register_gpu(builder, device_id, tensorrt)
+                        .map_err(|e| load_error(format!("cannot use GPU {device_id}: {e}")))?;
+                }
+                Some(reason) if required => {
+                    return Err(load_error(format!(
+                        "instance kind KIND_GPU asks for a GPU, but {reason}"
+                    )));
+                }
+                Some(reason) => {
+                    tracing::warn!(model = name, "no GPU ({reason}); running on CPU instead");
+                    device = Device::Cpu;
+                }
+            }
+        }
         if options.intra_op_threads > 0 {
             builder = builder
                 .with_intra_threads(options.intra_op_threads)
@@ -131,11 +184,16 @@ impl Instance {
             name: name.to_string(),
             inputs: describe(path, "input", session.inputs())?,
             outputs: describe(path, "output", session.outputs())?,
+            // What the ONNX file says; the model's configuration decides.
+            max_batch_size: 0,
         };
-        Ok(Instance {
-            session,
-            spec: Arc::new(spec),
-        })
+        Ok((
+            Instance {
+                session,
+                spec: Arc::new(spec),
+            },
+            device,
+        ))
     }
 
     /// What the model takes and returns.
@@ -165,98 +223,83 @@ impl Instance {
                 }
             })
             .collect();
-        let all: Vec<usize> = (0..self.spec.outputs.len()).collect();
-        self.run(&inputs, &all).map(|_| ())
+        let request = DecodedRequest {
+            inputs,
+            outputs: (0..self.spec.outputs.len()).collect(),
+            batch_size: None,
+        };
+        self.run_batch(&[&request]).map(|_| ())
     }
 
-    /// Runs the model on validated inputs (one per model input, in model
-    /// order) and returns the outputs at `outputs` (indices into the spec).
-    pub fn run(
-        &mut self,
-        inputs: &[Tensor],
-        outputs: &[usize],
-    ) -> Result<Vec<Tensor>, BackendError> {
-        let mut values: Vec<(&str, DynTensor)> = Vec::with_capacity(inputs.len());
-        for (spec, tensor) in self.spec.inputs.iter().zip(inputs) {
-            values.push((spec.name.as_str(), to_ort(tensor).map_err(run_error)?));
-        }
+    /// Runs validated requests as one execution: their inputs concatenated
+    /// along dimension 0 (a single request is taken as is), the outputs
+    /// split back by each request's rows. Returns each request's outputs,
+    /// in the order it asked for them, and the time each stage took.
+    pub fn run_batch(&mut self, requests: &[&DecodedRequest]) -> Result<BatchResult, BackendError> {
+        let run_error = |e: ort::Error| BackendError::Run(e.to_string());
+        let started = Instant::now();
         let spec = Arc::clone(&self.spec);
+        let mut values: Vec<(&str, DynTensor)> = Vec::with_capacity(spec.inputs.len());
+        for (index, input) in spec.inputs.iter().enumerate() {
+            let parts: Vec<&Tensor> = requests.iter().map(|r| &r.inputs[index]).collect();
+            values.push((
+                input.name.as_str(),
+                batch::concat(&parts).map_err(run_error)?,
+            ));
+        }
+        let prepared = Instant::now();
         let results = self.session.run(values).map_err(run_error)?;
-        outputs
-            .iter()
-            .map(|&index| {
-                let out = &spec.outputs[index];
-                let value = results.get(&out.name).ok_or_else(|| {
-                    BackendError::Run(format!("ONNX Runtime returned no output '{}'", out.name))
-                })?;
-                from_ort(&out.name, value)
-            })
-            .collect()
-    }
-}
+        let ran = Instant::now();
 
-/// Copies a validated raw tensor into a new ONNX Runtime tensor.
-fn to_ort(tensor: &Tensor) -> ort::Result<DynTensor> {
-    let shape: Vec<i64> = tensor.shape.iter().map(|&d| d as i64).collect();
-    if tensor.datatype == DataType::Bytes {
-        return strings::tensor_from_raw(&shape, &tensor.data);
-    }
-    let allocator = ort::memory::Allocator::default();
-    let mut value = DynTensor::new(&allocator, element_type_of(tensor.datatype), shape)?;
-    let len = tensor.data.len();
-    if len > 0 {
-        let dst = value.data_ptr_mut().cast::<u8>();
-        // SAFETY: the tensor was allocated for product(shape) elements of this
-        // datatype, which is exactly `len` bytes (checked when decoding).
-        let dst = unsafe { std::slice::from_raw_parts_mut(dst, len) };
-        if tensor.datatype == DataType::Bool {
-            // A C++ bool must be 0 or 1; the wire allows any byte.
-            for (d, &s) in dst.iter_mut().zip(tensor.data.iter()) {
-                *d = u8::from(s != 0);
+        let total_rows: usize = requests.iter().map(|r| r.batch_size.unwrap_or(1)).sum();
+        let mut read: Vec<Option<batch::Output<'_>>> = Vec::with_capacity(spec.outputs.len());
+        for (index, output) in spec.outputs.iter().enumerate() {
+            if !requests.iter().any(|r| r.outputs.contains(&index)) {
+                read.push(None);
+                continue;
             }
-        } else {
-            dst.copy_from_slice(&tensor.data);
-        }
-    }
-    Ok(value)
-}
-
-/// Copies an ONNX Runtime output into a raw tensor.
-fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
-    let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-        return Err(BackendError::Run(format!(
-            "output '{name}' is not a tensor"
-        )));
-    };
-    let datatype = datatype_of(*ty)
-        .ok_or_else(|| BackendError::Run(format!("output '{name}' has unsupported type {ty:?}")))?;
-    let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    let count: usize = shape.iter().product();
-    let data = match datatype.element_size() {
-        None => strings::tensor_to_raw(value, count).map_err(run_error)?,
-        Some(size) => {
-            let len = count * size;
-            if len == 0 {
-                Bytes::new()
-            } else {
-                let mut ptr: *mut std::ffi::c_void = std::ptr::null_mut();
-                // SAFETY: `value` is a live CPU tensor of `count` elements of
-                // `size` bytes each, owned by the session outputs borrowed here.
-                unsafe {
-                    ort::Error::result_from_status((ort::api().GetTensorMutableData)(
-                        value.ptr().cast_mut(),
-                        &mut ptr,
-                    ))
-                    .map_err(run_error)?;
-                    Bytes::copy_from_slice(std::slice::from_raw_parts(ptr.cast::<u8>(), len))
-                }
+            let value = results.get(&output.name).ok_or_else(|| {
+                BackendError::Run(format!("ONNX Runtime returned no output '{}'", output.name))
+            })?;
+            let out = batch::Output::read(&output.name, value)?;
+            if requests.len() > 1 && out.rows() != total_rows {
+                return Err(BackendError::Run(format!(
+                    "output '{}' has {} rows for a batch of {total_rows}; the model does not keep dimension 0 as the batch",
+                    output.name,
+                    out.rows()
+                )));
             }
+            read.push(Some(out));
         }
-    };
-    Ok(Tensor {
-        name: name.to_string(),
-        datatype,
-        shape,
-        data,
-    })
+        let mut outputs = Vec::with_capacity(requests.len());
+        let mut start = 0;
+        for request in requests {
+            let rows = request.batch_size.unwrap_or(1);
+            let tensors = request
+                .outputs
+                .iter()
+                .map(|&index| {
+                    let name = &spec.outputs[index].name;
+                    // Every requested output was read above.
+                    let out = read[index].as_ref().expect("requested outputs are read");
+                    if requests.len() == 1 {
+                        out.whole(name)
+                    } else {
+                        out.slice(name, start, rows)
+                    }
+                })
+                .collect();
+            outputs.push(tensors);
+            start += rows;
+        }
+        let done = Instant::now();
+        Ok(BatchResult {
+            outputs,
+            times: ComputeTimes {
+                input: prepared - started,
+                infer: ran - prepared,
+                output: done - ran,
+            },
+        })
+    }
 }

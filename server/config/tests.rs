@@ -56,14 +56,14 @@ fn layers_apply_in_order_file_then_env_then_flags() {
                 max_message_size = "64MiB"
                 drain_timeout = "5s"
                 intra_op_threads = 2
-                queue_capacity = 10
+                max_queue_size = 10
             "#,
         )?;
         let config = load(Some("oxserve.toml"), Flags::default()).unwrap();
         assert_eq!(config.grpc_address.to_string(), "127.0.0.1:9000");
         assert_eq!(config.max_message_size, 64 << 20);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
-        assert_eq!(config.queue_capacity, 10);
+        assert_eq!(config.max_queue_size, 10);
 
         jail.set_env("OXSERVE_GRPC_ADDRESS", "127.0.0.1:9001");
         jail.set_env("OXSERVE_INTRA_OP_THREADS", "3");
@@ -106,10 +106,31 @@ fn bad_values_name_their_key() {
         assert!(names(&e, "max_message_size") && e.contains("4KiB"), "{e}");
         jail.set_env("OXSERVE_MAX_MESSAGE_SIZE", "1MiB");
 
-        jail.set_env("OXSERVE_QUEUE_CAPACITY", "0");
+        jail.set_env("OXSERVE_MAX_QUEUE_SIZE", "0");
         let e = load(None, Flags::default()).unwrap_err().to_string();
-        assert!(names(&e, "queue_capacity"), "{e}");
-        jail.set_env("OXSERVE_QUEUE_CAPACITY", "8");
+        assert!(names(&e, "max_queue_size"), "{e}");
+        jail.set_env("OXSERVE_MAX_QUEUE_SIZE", "8");
+
+        jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 128]");
+        let e = load(None, Flags::default()).unwrap_err().to_string();
+        assert!(
+            names(&e, "preferred_batch_sizes") && e.contains("128"),
+            "{e}"
+        );
+        jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 8]");
+        assert_eq!(
+            load(None, Flags::default()).unwrap().preferred_batch_sizes,
+            vec![4, 8]
+        );
+
+        jail.set_env("OXSERVE_MAX_QUEUE_DELAY", "1 fortnight");
+        let e = load(None, Flags::default()).unwrap_err().to_string();
+        assert!(names(&e, "max_queue_delay"), "{e}");
+        jail.set_env("OXSERVE_MAX_QUEUE_DELAY", "500us");
+        assert_eq!(
+            load(None, Flags::default()).unwrap().max_queue_delay,
+            Duration::from_micros(500)
+        );
 
         jail.set_env("OXSERVE_LOG_LEVEL", "[[[");
         let e = load(None, Flags::default()).unwrap_err().to_string();

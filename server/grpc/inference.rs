@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::status::to_status;
+use super::{deadline, stream};
 use crate::health::Health;
 use crate::proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use crate::proto::inference::model_metadata_response::TensorMetadata;
@@ -14,6 +17,9 @@ use crate::tensor::{TensorSpec, decode_request, encode_outputs};
 
 /// Platform reported for every model, as Triton's ONNX Runtime backend does.
 pub const PLATFORM: &str = "onnxruntime_onnx";
+
+/// Protocol extensions served, by their Triton names.
+pub const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
 
 /// The inference service.
 #[derive(Debug, Clone)]
@@ -74,9 +80,9 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: "oxserve".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            // None of the optional protocol extensions is served yet; listing
-            // one would make clients call RPCs that do not exist.
-            extensions: Vec::new(),
+            // Triton's names for the extensions served; clients (and
+            // perf_analyzer) check this list before calling them.
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }))
     }
 
@@ -107,23 +113,93 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let request = request.into_inner();
+        let deadline = deadline::from_metadata(request.metadata());
+        self.infer(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
+    }
+
+    type ModelStreamInferStream = ReceiverStream<Result<ModelStreamInferResponse, Status>>;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let deadline = deadline::from_metadata(request.metadata());
+        Ok(Response::new(stream::serve(
+            self.clone(),
+            request.into_inner(),
+            deadline,
+        )))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = request.into_inner();
+        let loaded = self
+            .repository
+            .get(&r.name, &r.version)
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(loaded.config.clone()),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let model_stats = self
+            .repository
+            .statistics(&r.name, &r.version)
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+}
+
+impl InferenceService {
+    /// One inference, for ModelInfer and each message of ModelStreamInfer:
+    /// find the version, validate, queue, answer; the outcome and its time
+    /// go into the version's statistics.
+    pub(super) async fn infer(
+        &self,
+        request: ModelInferRequest,
+        grpc_deadline: Option<Instant>,
+    ) -> Result<ModelInferResponse, Status> {
+        let started = Instant::now();
         let id = request.id.as_str();
         let loaded = self
             .repository
             .get(&request.model_name, &request.model_version)
             .map_err(|e| to_status(e, id))?;
-        let decoded =
-            decode_request(&loaded.spec, &request).map_err(|e| to_status(e.into(), id))?;
-        let outputs = loaded.infer(decoded).await.map_err(|e| to_status(e, id))?;
-        let (outputs, raw_output_contents) = encode_outputs(outputs);
-        Ok(Response::new(ModelInferResponse {
-            model_name: loaded.model.clone(),
-            model_version: loaded.version.to_string(),
-            id: request.id,
-            parameters: Default::default(),
-            outputs,
-            raw_output_contents,
-        }))
+        let result = async {
+            let timeout = deadline::from_parameters(&loaded.model, &request.parameters)?;
+            let deadline = loaded.deadline(grpc_deadline, timeout);
+            let decoded = decode_request(&loaded.spec, &request)?;
+            loaded.infer(decoded, deadline).await
+        }
+        .await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(outputs) => {
+                loaded.stats.success.add(elapsed);
+                let (outputs, raw_output_contents) = encode_outputs(outputs);
+                Ok(ModelInferResponse {
+                    model_name: loaded.model.clone(),
+                    model_version: loaded.version.to_string(),
+                    id: request.id,
+                    parameters: Default::default(),
+                    outputs,
+                    raw_output_contents,
+                })
+            }
+            Err(e) => {
+                loaded.stats.fail.add(elapsed);
+                Err(to_status(e, id))
+            }
+        }
     }
 }

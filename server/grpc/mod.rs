@@ -1,14 +1,16 @@
 //! The gRPC surface: the inference service, health and reflection, on one
 //! tonic router.
 
+mod deadline;
 mod inference;
 mod status;
+mod stream;
 
 use std::sync::Arc;
 
 use tonic::service::Routes;
 
-pub use inference::{InferenceService, PLATFORM};
+pub use inference::{EXTENSIONS, InferenceService, PLATFORM};
 
 use crate::health::Health;
 use crate::proto::FILE_DESCRIPTOR_SET;

@@ -10,11 +10,12 @@ pub(crate) fn code(error: &Error) -> Code {
     match error {
         Error::ModelNotFound { .. } | Error::VersionNotFound { .. } => Code::NotFound,
         Error::ModelUnavailable { .. } => Code::Unavailable,
-        Error::InvalidInput(_) => Code::InvalidArgument,
+        Error::InvalidInput(_) | Error::InvalidParameter { .. } => Code::InvalidArgument,
         // Documented: a full queue is UNAVAILABLE, as Triton answers, so that
         // clients with retry policies try another replica.
         Error::QueueFull { .. } => Code::Unavailable,
         Error::Stopped { .. } => Code::Unavailable,
+        Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         Error::Inference { .. } => Code::Internal,
     }
 }

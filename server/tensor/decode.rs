@@ -16,7 +16,8 @@ pub struct DecodedRequest {
     pub inputs: Vec<Tensor>,
     /// Indices into the model's outputs, in the order to answer them.
     pub outputs: Vec<usize>,
-    /// Rows along dimension 0, when the model has a batch dimension.
+    /// Rows along dimension 0, when the model batches
+    /// (`max_batch_size` > 0).
     pub batch_size: Option<usize>,
 }
 
@@ -119,7 +120,7 @@ pub fn decode_request(
     // Every slot is filled: missing inputs were rejected just above.
     let inputs: Vec<Tensor> = slots.into_iter().flatten().collect();
 
-    let batch_size = if spec.has_batch_dim() {
+    let batch_size = if spec.max_batch_size > 0 {
         let first = &inputs[0];
         let first_batch = first.shape[0];
         if let Some(other) = inputs.iter().find(|t| t.shape[0] != first_batch) {
@@ -129,6 +130,13 @@ pub fn decode_request(
                 first_batch,
                 input: other.name.clone(),
                 batch: other.shape[0],
+            });
+        }
+        if first_batch > spec.max_batch_size {
+            return Err(InvalidInput::BatchTooLarge {
+                model: model(),
+                batch: first_batch,
+                max: spec.max_batch_size,
             });
         }
         Some(first_batch)

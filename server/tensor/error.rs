@@ -149,6 +149,18 @@ pub enum InvalidInput {
         /// Its batch size.
         batch: usize,
     },
+    /// A batch larger than the model's maximum.
+    #[error(
+        "model '{model}': the request has a batch of {batch} rows, above the model's max_batch_size of {max}"
+    )]
+    BatchTooLarge {
+        /// Model name.
+        model: String,
+        /// Rows sent.
+        batch: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// Raw data of the wrong size.
     #[error(
         "input '{input}' of model '{model}': raw data size does not match shape {shape} of {datatype}: Expected {expected} bytes, got {got}"

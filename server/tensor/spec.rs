@@ -36,11 +36,14 @@ pub struct ModelSpec {
     pub inputs: Vec<TensorSpec>,
     /// Outputs, in graph order.
     pub outputs: Vec<TensorSpec>,
+    /// Largest batch along dimension 0 a request may carry; 0 when the
+    /// model does not batch (dimension 0 is then an ordinary dimension).
+    pub max_batch_size: usize,
 }
 
 impl ModelSpec {
     /// Whether dimension 0 of every input and output is variable, so that
-    /// requests carry a batch of rows along it and inputs must agree on it.
+    /// the model can run batches of rows along it.
     pub fn has_batch_dim(&self) -> bool {
         let variable_first = |t: &TensorSpec| t.dims.first().is_some_and(|&d| d < 0);
         !self.inputs.is_empty()
@@ -87,6 +90,7 @@ mod tests {
             name: "m".into(),
             inputs: vec![spec("a", &[-1, 4]), spec("b", &[-1])],
             outputs: vec![spec("y", &[-1, 2])],
+            max_batch_size: 0,
         };
         assert!(m.has_batch_dim());
         m.outputs.push(spec("z", &[3]));

@@ -3,7 +3,7 @@
 # server reflection (no .proto files), the way a user would poke at it.
 #
 # Usage: tests/interop/grpcurl.sh HOST:PORT
-# Env:   GRPCURL  grpcurl binary (default ~/.cache/oxserve-tools/bin/grpcurl)
+# Env:   GRPCURL  grpcurl binary (default .oxserve/bin/grpcurl, from scripts/install-grpcurl.sh)
 #        PYTHON   Python with onnxruntime + numpy (default .venv/bin/python)
 #
 # Prints one line per check ("ok ..." / "FAIL ..." plus the evidence) and
@@ -17,7 +17,7 @@ fi
 addr=$1
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-GRPCURL=${GRPCURL:-$HOME/.cache/oxserve-tools/bin/grpcurl}
+GRPCURL=${GRPCURL:-$root/.oxserve/bin/grpcurl}
 PYTHON=${PYTHON:-$root/.venv/bin/python}
 requests=$here/requests
 

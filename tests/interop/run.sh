@@ -4,7 +4,7 @@
 #
 # Usage: tests/interop/run.sh <path-to-oxserve-binary>
 #   e.g. cargo build && tests/interop/run.sh target/debug/oxserve
-# Env:   GRPCURL        grpcurl binary (default ~/.cache/oxserve-tools/bin/grpcurl)
+# Env:   GRPCURL        grpcurl binary (default .oxserve/bin/grpcurl, from scripts/install-grpcurl.sh)
 #        READY_TIMEOUT  seconds to wait for the server to become SERVING (default 60)
 #
 # Starts the server on a free 127.0.0.1 port, waits until its health check for
@@ -27,7 +27,7 @@ if [ ! -x "$bin" ]; then
 fi
 cd "$root"
 PYTHON=$root/.venv/bin/python
-export GRPCURL=${GRPCURL:-$HOME/.cache/oxserve-tools/bin/grpcurl}
+export GRPCURL=${GRPCURL:-$root/.oxserve/bin/grpcurl}
 ready_timeout=${READY_TIMEOUT:-60}
 
 # A free port: bind to port 0 and let the kernel choose. (It is released

@@ -13,11 +13,12 @@ fn spec(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])
         name: "m".into(),
         inputs: inputs.iter().map(t).collect(),
         outputs: outputs.iter().map(t).collect(),
+        max_batch_size: 0,
     }
 }
 
 fn add_sub() -> ModelSpec {
-    spec(
+    let mut m = spec(
         &[
             ("a", DataType::Fp32, &[-1, 2]),
             ("b", DataType::Fp32, &[-1, 2]),
@@ -26,7 +27,9 @@ fn add_sub() -> ModelSpec {
             ("sum", DataType::Fp32, &[-1, 2]),
             ("diff", DataType::Fp32, &[-1, 2]),
         ],
-    )
+    );
+    m.max_batch_size = 4;
+    m
 }
 
 fn input(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor {
@@ -384,6 +387,28 @@ fn inputs_must_agree_on_the_batch_size() {
     );
     let e = err(&add_sub(), &request).to_string();
     assert!(e.contains("'a' has 1 rows, 'b' has 2"), "{e}");
+}
+
+#[test]
+fn batches_above_the_maximum_are_rejected() {
+    let rows = |n: usize| f32s(&vec![0.5; 2 * n]);
+    let request = raw_request(
+        vec![input("a", "FP32", &[5, 2]), input("b", "FP32", &[5, 2])],
+        vec![rows(5), rows(5)],
+    );
+    let e = err(&add_sub(), &request).to_string();
+    assert!(
+        e.contains("batch of 5 rows") && e.contains("max_batch_size of 4"),
+        "{e}"
+    );
+    let request = raw_request(
+        vec![input("a", "FP32", &[4, 2]), input("b", "FP32", &[4, 2])],
+        vec![rows(4), rows(4)],
+    );
+    assert_eq!(
+        decode_request(&add_sub(), &request).unwrap().batch_size,
+        Some(4)
+    );
 }
 
 fn bytes_model() -> ModelSpec {

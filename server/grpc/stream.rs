@@ -1,0 +1,84 @@
+//! ModelStreamInfer: a bidirectional stream of requests answered in order.
+//!
+//! Requests are taken off the stream as they arrive and run concurrently
+//! (so they can be batched with each other and with other clients'), up to
+//! a bound per stream; responses go back in request order. A failed request
+//! answers with its error message on the stream, which stays open.
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::InferenceService;
+use crate::proto::inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
+
+/// Requests of one stream in flight at once; more wait on the client's
+/// side (HTTP/2 flow control), so memory stays bounded.
+const IN_FLIGHT: usize = 64;
+
+type Answer = Result<ModelStreamInferResponse, Status>;
+
+/// Starts serving `inbound`; the returned stream carries the answers.
+pub(super) fn serve(
+    service: InferenceService,
+    mut inbound: Streaming<ModelInferRequest>,
+    deadline: Option<Instant>,
+) -> ReceiverStream<Answer> {
+    let (answers, outbound) = mpsc::channel::<Answer>(IN_FLIGHT);
+    let (pending, mut in_order) = mpsc::channel::<JoinHandle<ModelStreamInferResponse>>(IN_FLIGHT);
+
+    tokio::spawn(async move {
+        while let Some(message) = inbound.next().await {
+            let Ok(request) = message else {
+                break; // the client's side of the stream broke
+            };
+            let service = service.clone();
+            let task = tokio::spawn(async move {
+                let id = request.id.clone();
+                let model_name = request.model_name.clone();
+                let model_version = request.model_version.clone();
+                match service.infer(request, deadline).await {
+                    Ok(response) => ModelStreamInferResponse {
+                        error_message: String::new(),
+                        infer_response: Some(response),
+                    },
+                    Err(status) => ModelStreamInferResponse {
+                        error_message: status.message().to_string(),
+                        // Lets the client tell which request failed.
+                        infer_response: Some(ModelInferResponse {
+                            model_name,
+                            model_version,
+                            id,
+                            ..Default::default()
+                        }),
+                    },
+                }
+            });
+            if pending.send(task).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    tokio::spawn(async move {
+        while let Some(task) = in_order.recv().await {
+            let answer = task
+                .await
+                .map_err(|_| Status::internal("inference task failed"));
+            if answers.send(answer).await.is_err() {
+                // The client went away: stop the requests still running so
+                // their queue entries are dropped instead of executed.
+                in_order.close();
+                while let Ok(task) = in_order.try_recv() {
+                    task.abort();
+                }
+                return;
+            }
+        }
+    });
+
+    ReceiverStream::new(outbound)
+}

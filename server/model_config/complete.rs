@@ -1,0 +1,335 @@
+//! Completing a written configuration from the loaded ONNX model and the
+//! server's defaults, checking every written field against the model.
+
+use std::time::Duration;
+
+use super::{Defaults, Written, config_type};
+use crate::backend::Device;
+use crate::grpc::PLATFORM;
+use crate::proto::inference::model_config::SchedulingChoice;
+use crate::proto::inference::model_instance_group::Kind;
+use crate::proto::inference::model_queue_policy::TimeoutAction;
+use crate::proto::inference::{
+    ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
+    ModelQueuePolicy,
+};
+use crate::scheduler::BatchPolicy;
+use crate::tensor::{ModelSpec, TensorSpec};
+
+/// The backend name Triton gives ONNX Runtime.
+const BACKEND: &str = "onnxruntime";
+
+/// Everything the server needs to serve one model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The completed configuration, as ModelConfig returns it.
+    pub config: ModelConfig,
+    /// Inputs and outputs to validate requests against (full shapes, with
+    /// the batch dimension as -1 when batching).
+    pub spec: ModelSpec,
+    /// How requests are merged.
+    pub policy: BatchPolicy,
+    /// Requests that may wait.
+    pub max_queue_size: usize,
+    /// Timeout for requests that set none.
+    pub default_timeout: Option<Duration>,
+    /// Whether a request's `timeout` parameter may shorten the default.
+    pub allow_timeout_override: bool,
+}
+
+/// Completes `written` (or an empty config) for a model whose ONNX file
+/// declares `onnx`, running on `devices` (one per instance, after any GPU
+/// fall-back).
+pub fn complete(
+    name: &str,
+    written: Option<&Written>,
+    onnx: &ModelSpec,
+    devices: &[Device],
+    defaults: &Defaults,
+) -> Result<Resolved, String> {
+    let mut config = written.map(|w| w.config.clone()).unwrap_or_default();
+    if !config.name.is_empty() && config.name != name {
+        return Err(format!(
+            "name: '{}' differs from the model's directory '{name}'",
+            config.name
+        ));
+    }
+    config.name = name.to_string();
+    if !config.platform.is_empty() && config.platform != PLATFORM {
+        return Err(format!(
+            "platform: '{}' is not served; oxserve serves '{PLATFORM}'",
+            config.platform
+        ));
+    }
+    config.platform = PLATFORM.to_string();
+    if !config.backend.is_empty() && config.backend != BACKEND {
+        return Err(format!(
+            "backend: '{}' is not served; oxserve serves '{BACKEND}'",
+            config.backend
+        ));
+    }
+    config.backend = BACKEND.to_string();
+
+    let can_batch = onnx.has_batch_dim();
+    let max_batch_size = if let Some(written) = config.max_batch_size {
+        let value = usize::try_from(written)
+            .map_err(|_| format!("max_batch_size: {written} is negative"))?;
+        if value > 0 && !can_batch {
+            return Err(format!(
+                "max_batch_size: {value} needs a variable first dimension on every input and output, which this model does not have"
+            ));
+        }
+        value
+    } else if can_batch {
+        defaults.max_batch_size
+    } else {
+        0
+    };
+    config.max_batch_size = Some(
+        i32::try_from(max_batch_size)
+            .map_err(|_| format!("max_batch_size: {max_batch_size} is too large"))?,
+    );
+    let batching = max_batch_size > 0;
+
+    let inputs = merge(
+        "input",
+        &config
+            .input
+            .iter()
+            .map(|i| (i.name.as_str(), i.data_type, &i.dims[..]))
+            .collect::<Vec<_>>(),
+        &onnx.inputs,
+        batching,
+    )?;
+    let outputs = merge(
+        "output",
+        &config
+            .output
+            .iter()
+            .map(|o| (o.name.as_str(), o.data_type, &o.dims[..]))
+            .collect::<Vec<_>>(),
+        &onnx.outputs,
+        batching,
+    )?;
+    let formats: Vec<i32> = onnx
+        .inputs
+        .iter()
+        .map(|t| {
+            config
+                .input
+                .iter()
+                .find(|i| i.name == t.name)
+                .map_or(0, |i| i.format)
+        })
+        .collect();
+    config.input = inputs
+        .iter()
+        .zip(formats)
+        .map(|(t, format)| ModelInput {
+            name: t.name.clone(),
+            data_type: config_type(t.datatype) as i32,
+            format,
+            dims: config_dims(t, batching),
+        })
+        .collect();
+    config.output = outputs
+        .iter()
+        .map(|t| ModelOutput {
+            name: t.name.clone(),
+            data_type: config_type(t.datatype) as i32,
+            dims: config_dims(t, batching),
+        })
+        .collect();
+
+    let (policy, queue) = match (&config.scheduling_choice, batching) {
+        (Some(SchedulingChoice::DynamicBatching(_)), false) => {
+            return Err("dynamic_batching: needs max_batch_size > 0".into());
+        }
+        (Some(SchedulingChoice::DynamicBatching(db)), true) => {
+            let mut preferred = Vec::new();
+            for &size in &db.preferred_batch_size {
+                match usize::try_from(size) {
+                    Ok(s) if (1..=max_batch_size).contains(&s) => preferred.push(s),
+                    _ => {
+                        return Err(format!(
+                            "dynamic_batching.preferred_batch_size: {size} is outside 1..={max_batch_size}"
+                        ));
+                    }
+                }
+            }
+            let policy = BatchPolicy {
+                max_batch_size,
+                preferred_batch_sizes: preferred,
+                max_queue_delay: Duration::from_micros(db.max_queue_delay_microseconds),
+            };
+            (policy, db.default_queue_policy.unwrap_or_default())
+        }
+        (None, true) => (
+            BatchPolicy {
+                max_batch_size,
+                preferred_batch_sizes: defaults.preferred_batch_sizes.clone(),
+                max_queue_delay: defaults.max_queue_delay,
+            },
+            ModelQueuePolicy::default(),
+        ),
+        (None, false) => (BatchPolicy::unbatched(), ModelQueuePolicy::default()),
+    };
+    if TimeoutAction::try_from(queue.timeout_action) != Ok(TimeoutAction::Reject) {
+        return Err(
+            "dynamic_batching.default_queue_policy.timeout_action: only REJECT is supported".into(),
+        );
+    }
+    let max_queue_size = match queue.max_queue_size {
+        0 => defaults.max_queue_size,
+        n => n as usize,
+    };
+    let default_timeout = (queue.default_timeout_microseconds > 0)
+        .then(|| Duration::from_micros(queue.default_timeout_microseconds));
+    if batching {
+        config.scheduling_choice = Some(SchedulingChoice::DynamicBatching(ModelDynamicBatching {
+            preferred_batch_size: policy
+                .preferred_batch_sizes
+                .iter()
+                .map(|&s| s as i32)
+                .collect(),
+            max_queue_delay_microseconds: u64::try_from(policy.max_queue_delay.as_micros())
+                .unwrap_or(u64::MAX),
+            preserve_ordering: matches!(&config.scheduling_choice, Some(SchedulingChoice::DynamicBatching(db)) if db.preserve_ordering),
+            default_queue_policy: Some(ModelQueuePolicy {
+                max_queue_size: u32::try_from(max_queue_size).unwrap_or(u32::MAX),
+                ..queue
+            }),
+        }));
+    }
+
+    config.instance_group = instance_groups(name, devices);
+    if config.default_model_filename.is_empty() {
+        config.default_model_filename = crate::repository::MODEL_FILE.to_string();
+    }
+
+    let spec = ModelSpec {
+        name: name.to_string(),
+        inputs,
+        outputs,
+        max_batch_size,
+    };
+    Ok(Resolved {
+        config,
+        spec,
+        policy,
+        max_queue_size,
+        default_timeout,
+        allow_timeout_override: queue.allow_timeout_override,
+    })
+}
+
+/// Dims as the config states them: without the batch dimension when
+/// batching.
+fn config_dims(t: &TensorSpec, batching: bool) -> Vec<i64> {
+    if batching {
+        t.dims[1..].to_vec()
+    } else {
+        t.dims.clone()
+    }
+}
+
+/// Checks the written tensors against the model's and fills in the rest.
+/// A written dimension may fix a variable one of the model; a fixed one must
+/// match. Returns full shapes (batch dimension -1 when batching).
+fn merge(
+    what: &str,
+    written: &[(&str, i32, &[i64])],
+    onnx: &[TensorSpec],
+    batching: bool,
+) -> Result<Vec<TensorSpec>, String> {
+    for (name, _, _) in written {
+        if !onnx.iter().any(|t| t.name == *name) {
+            let names: Vec<String> = onnx.iter().map(|t| format!("'{}'", t.name)).collect();
+            return Err(format!(
+                "{what} '{name}': the ONNX model has no such {what}; it has {}",
+                names.join(", ")
+            ));
+        }
+    }
+    onnx.iter()
+        .map(|t| {
+            let Some(&(_, data_type, dims)) = written.iter().find(|(n, _, _)| *n == t.name) else {
+                return Ok(t.clone());
+            };
+            let expected = config_type(t.datatype) as i32;
+            if data_type != expected {
+                let got = crate::proto::inference::DataType::try_from(data_type)
+                    .map_or_else(|_| data_type.to_string(), |d| d.as_str_name().to_string());
+                return Err(format!(
+                    "{what} '{}'.data_type: {got}, but the ONNX model has {}",
+                    t.name,
+                    config_type(t.datatype).as_str_name()
+                ));
+            }
+            let model_dims = if batching { &t.dims[1..] } else { &t.dims[..] };
+            let mismatch = || {
+                format!(
+                    "{what} '{}'.dims: {dims:?} do not fit the ONNX model's {model_dims:?}{}",
+                    t.name,
+                    if batching {
+                        " (without the batch dimension, as max_batch_size > 0)"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            if dims.len() != model_dims.len() {
+                return Err(mismatch());
+            }
+            let mut merged = Vec::with_capacity(t.dims.len());
+            if batching {
+                merged.push(-1);
+            }
+            for (&w, &m) in dims.iter().zip(model_dims) {
+                merged.push(match (w, m) {
+                    (w, m) if m < 0 && w > 0 => w,
+                    (w, m) if w < 0 || w == m => m,
+                    _ => return Err(mismatch()),
+                });
+            }
+            Ok(TensorSpec {
+                name: t.name.clone(),
+                datatype: t.datatype,
+                dims: merged,
+            })
+        })
+        .collect()
+}
+
+/// Instance groups as they run: one per device kind, with counts.
+fn instance_groups(name: &str, devices: &[Device]) -> Vec<ModelInstanceGroup> {
+    let cpus = devices.iter().filter(|d| **d == Device::Cpu).count();
+    let mut groups = Vec::new();
+    if cpus > 0 {
+        groups.push(ModelInstanceGroup {
+            name: format!("{name}_cpu"),
+            count: cpus as i32,
+            gpus: Vec::new(),
+            kind: Kind::Cpu as i32,
+        });
+    }
+    let mut gpu_ids: Vec<i32> = devices
+        .iter()
+        .filter_map(|d| match d {
+            Device::Gpu { device_id, .. } => Some(*device_id),
+            Device::Cpu => None,
+        })
+        .collect();
+    if !gpu_ids.is_empty() {
+        let count = gpu_ids.len();
+        gpu_ids.sort_unstable();
+        gpu_ids.dedup();
+        groups.push(ModelInstanceGroup {
+            name: format!("{name}_gpu"),
+            count: (count / gpu_ids.len()) as i32,
+            gpus: gpu_ids,
+            kind: Kind::Gpu as i32,
+        });
+    }
+    groups
+}

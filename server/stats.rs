@@ -1,0 +1,160 @@
+//! Cumulative statistics of one model version, as Triton's ModelStatistics
+//! reports them: request outcomes, time in each stage, and executions per
+//! batch size. Lock-free counters on the request path; the per-batch-size
+//! table takes a short lock once per execution.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::proto::inference::{
+    InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration,
+};
+
+/// A count and a total duration.
+#[derive(Debug, Default)]
+pub struct Tally {
+    count: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl Tally {
+    /// Adds one occurrence that took `elapsed`.
+    pub fn add(&self, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Occurrences so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Total nanoseconds so far.
+    pub fn ns(&self) -> u64 {
+        self.ns.load(Ordering::Relaxed)
+    }
+
+    fn to_proto(&self) -> StatisticDuration {
+        StatisticDuration {
+            count: self.count(),
+            ns: self.ns(),
+        }
+    }
+}
+
+/// Time spent in the three compute stages of one execution.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ComputeTimes {
+    /// Building the model's input tensors (the copy into the batch).
+    pub input: Duration,
+    /// Inside ONNX Runtime.
+    pub infer: Duration,
+    /// Splitting and copying outputs into responses.
+    pub output: Duration,
+}
+
+#[derive(Debug, Default)]
+struct BatchTally {
+    input: Tally,
+    infer: Tally,
+    output: Tally,
+}
+
+/// Statistics of one model version.
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    /// Requests answered successfully, with their time in the server.
+    pub success: Tally,
+    /// Requests that failed after reaching this version.
+    pub fail: Tally,
+    /// Time requests waited in the queue.
+    pub queue: Tally,
+    /// Per-request share of input preparation.
+    pub compute_input: Tally,
+    /// Per-request share of model execution.
+    pub compute_infer: Tally,
+    /// Per-request share of output extraction.
+    pub compute_output: Tally,
+    inference_count: AtomicU64,
+    execution_count: AtomicU64,
+    last_inference_ms: AtomicU64,
+    batches: Mutex<BTreeMap<u64, BatchTally>>,
+}
+
+impl VersionStats {
+    /// Records one execution of `requests` requests carrying `rows` rows.
+    /// Like Triton, every request in the batch is charged the batch's full
+    /// compute times.
+    pub fn record_execution(&self, requests: usize, rows: usize, times: ComputeTimes) {
+        for _ in 0..requests {
+            self.compute_input.add(times.input);
+            self.compute_infer.add(times.infer);
+            self.compute_output.add(times.output);
+        }
+        self.inference_count
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_inference_ms.store(now_ms, Ordering::Relaxed);
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let tally = batches.entry(rows as u64).or_default();
+        tally.input.add(times.input);
+        tally.infer.add(times.infer);
+        tally.output.add(times.output);
+    }
+
+    /// Rows inferred successfully.
+    pub fn inference_count(&self) -> u64 {
+        self.inference_count.load(Ordering::Relaxed)
+    }
+
+    /// Model executions.
+    pub fn execution_count(&self) -> u64 {
+        self.execution_count.load(Ordering::Relaxed)
+    }
+
+    /// Executions per batch size (rows), ascending.
+    pub fn executions_by_batch_size(&self) -> Vec<(u64, u64)> {
+        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        batches
+            .iter()
+            .map(|(&size, t)| (size, t.infer.count()))
+            .collect()
+    }
+
+    /// The protocol message for this version.
+    pub fn to_proto(&self, name: &str, version: u64) -> ModelStatistics {
+        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        ModelStatistics {
+            name: name.to_string(),
+            version: version.to_string(),
+            last_inference: self.last_inference_ms.load(Ordering::Relaxed),
+            inference_count: self.inference_count(),
+            execution_count: self.execution_count(),
+            inference_stats: Some(InferStatistics {
+                success: Some(self.success.to_proto()),
+                fail: Some(self.fail.to_proto()),
+                queue: Some(self.queue.to_proto()),
+                compute_input: Some(self.compute_input.to_proto()),
+                compute_infer: Some(self.compute_infer.to_proto()),
+                compute_output: Some(self.compute_output.to_proto()),
+            }),
+            batch_stats: batches
+                .iter()
+                .map(|(&batch_size, t)| InferBatchStatistics {
+                    batch_size,
+                    compute_input: Some(t.input.to_proto()),
+                    compute_infer: Some(t.infer.to_proto()),
+                    compute_output: Some(t.output.to_proto()),
+                })
+                .collect(),
+        }
+    }
+}
