@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh clone: installs what the tests need
 # (ONNX Runtime from the pinned wheel, Python tools, grpcurl), checks format
 # and lints, runs the Rust unit, integration and doc tests against real
-# in-process servers, then the interop tests with grpcurl and tritonclient
-# against the server binary.
+# in-process servers, checks the Dockerfile and Kubernetes manifests, then
+# runs the interop tests with grpcurl and tritonclient against the server
+# binary.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +18,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
-echo "== interop (grpcurl, tritonclient)"
 cargo build --bin oxserve
+echo "== deployment checks (Dockerfile, k8s, Traefik)"
+scripts/check-deploy.sh
+echo "== interop (grpcurl, tritonclient)"
 GRPCURL=$root/.oxserve/bin/grpcurl tests/interop/run.sh target/debug/oxserve
