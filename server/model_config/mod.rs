@@ -63,9 +63,55 @@ pub fn parse(text: &str) -> Result<Written, String> {
     let descriptor = pool
         .get_message_by_name("inference.ModelConfig")
         .ok_or("model config schema lacks inference.ModelConfig")?;
-    let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;
+    let text = colon_before_lists(text);
+    let message =
+        DynamicMessage::parse_text_format(descriptor, &text).map_err(|e| e.to_string())?;
     let config: ModelConfig = message.transcode_to().map_err(|e| e.to_string())?;
     Ok(Written { config })
+}
+
+/// Writes the optional `:` of `field [ ... ]` lists, which the text format
+/// allows to be left out and Triton's own examples always leave out, but
+/// prost-reflect's parser requires. Strings and comments are left alone;
+/// no newline is added, so error line numbers stay right.
+fn colon_before_lists(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                out.push(c);
+                let mut escaped = false;
+                for d in chars.by_ref() {
+                    out.push(d);
+                    match d {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        d if d == c || d == '\n' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '#' => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '[' => {
+                let before = out.trim_end().chars().last();
+                if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == '_') {
+                    out.push(':');
+                }
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Reads `<model_dir>/config.pbtxt`, if there is one.
