@@ -11,6 +11,7 @@ Writes
   tests/models/versioned/{1,3}/model.onnx     OUTPUT0 = INPUT0 + version, [-1,1]
   tests/models/broken/1/model.onnx            not an ONNX model (failed-load path)
   tests/models/slow/1/model.onnx              OUTPUT0 = tanh(tanh(tanh(x@x)@x)@x), square [-1,-1]
+  tests/models/spin/1/model.onnx              ITERATIONS INT64 [1] -> busy for that many 128x128 products
   tests/models/fixed/1/model.onnx             INPUT0 [2,3] -> OUTPUT0 [2,3] (no batch dim)
 
 and checks each one with onnx.checker and by running it in onnxruntime.

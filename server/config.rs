@@ -26,6 +26,9 @@ pub const KEYS: &[&str] = &[
     "max_queue_size",
     "strict_readiness",
     "log_level",
+    "log_format",
+    "metrics",
+    "metrics_address",
 ];
 
 /// The server's settings.
@@ -78,6 +81,24 @@ pub struct Config {
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a
     /// `tracing` directive such as `oxserve=debug,ort=warn`). Default: `info`.
     pub log_level: String,
+    /// `text` (human-readable) or `json` (one object per line, for log
+    /// collectors). Default: `text`.
+    pub log_format: LogFormat,
+    /// Whether to serve Prometheus metrics. Default: `true`.
+    pub metrics: bool,
+    /// Address of the Prometheus endpoint (`GET /metrics`).
+    /// Default: `0.0.0.0:8002`.
+    pub metrics_address: SocketAddr,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Config {
@@ -96,6 +117,9 @@ impl Default for Config {
             max_queue_size: 1024,
             strict_readiness: true,
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+            metrics: true,
+            metrics_address: SocketAddr::from(([0, 0, 0, 0], 8002)),
         }
     }
 }

@@ -22,7 +22,7 @@ pub enum Error {
         model: String,
         /// Version asked for.
         version: String,
-        /// The versions found on disk, listed.
+        /// The versions the version policy loaded, listed.
         available: String,
     },
     /// The model or version exists but cannot serve (still loading, or its

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod model_config;
 pub mod proto;
 pub mod repository;
@@ -51,6 +52,14 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics address could not be bound.
+    #[error("cannot listen on metrics_address {address}: {source}")]
+    MetricsAddress {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The transport failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -58,13 +67,35 @@ pub enum ServeError {
 
 /// Serves `config`'s model repository on `listener` until `shutdown`
 /// completes, then drains in-flight requests for at most
-/// `config.drain_timeout` and returns.
+/// `config.drain_timeout` and returns. Prometheus metrics are served on
+/// `config.metrics_address` when `config.metrics` is on.
 ///
 /// The listener is served at once (liveness answers while models load); the
 /// inference service's health turns SERVING when loading is done.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = if config.metrics {
+        let address = config.metrics_address;
+        Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::MetricsAddress { address, source })?,
+        )
+    } else {
+        None
+    };
+    run_with_metrics(config, listener, metrics, shutdown).await
+}
+
+/// [`run`], with the metrics listener bound by the caller (tests bind
+/// `127.0.0.1:0`); `None` serves no metrics.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // Fail before serving anything if ONNX Runtime is missing.
@@ -81,8 +112,16 @@ pub async fn run(
 
     let health = Health::new();
 
+    let metrics = metrics_listener.map(|listener| {
+        let metrics = metrics::Metrics::new();
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving Prometheus metrics at /metrics");
+        }
+        (Arc::clone(&metrics), tokio::spawn(metrics.serve(listener)))
+    });
     let options = LoadOptions {
         defaults,
+        metrics: metrics.as_ref().map(|(m, _)| Arc::clone(m)),
         strict_readiness: config.strict_readiness,
     };
     let loader = {
@@ -138,6 +177,9 @@ pub async fn run(
     // A model still loading at shutdown finishes in the background; loaded
     // versions stop their worker threads once unloaded.
     loader.abort();
+    if let Some((_, exporter)) = metrics {
+        exporter.abort();
+    }
     repository.unload_all();
     tracing::info!("stopped");
     result

@@ -24,7 +24,7 @@ enum Command {
     /// Settings come from built-in defaults, then the --config file, then
     /// OXSERVE_* environment variables (OXSERVE_MODEL_REPOSITORY, ...), then
     /// these flags; each flag names its config key and variable.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a server's gRPC health; exit 0 only if it is SERVING.
     Health(HealthArgs),
 }
@@ -101,6 +101,21 @@ struct ServeArgs {
     #[arg(long, value_name = "FILTER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_level: Option<String>,
+    /// Log format: text or json
+    /// [key: log_format, env: OXSERVE_LOG_FORMAT, default: text]
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+    /// Serve Prometheus metrics
+    /// [key: metrics, env: OXSERVE_METRICS, default: true]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<bool>,
+    /// Prometheus endpoint address (GET /metrics)
+    /// [key: metrics_address, env: OXSERVE_METRICS_ADDRESS, default: 0.0.0.0:8002]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_address: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +134,7 @@ struct HealthArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Health(args) => health(args),
     }
 }
@@ -134,11 +149,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(config.log_filter())
+    let logs = tracing_subscriber::fmt().with_env_filter(config.log_filter());
+    match config.log_format {
+        oxserve::config::LogFormat::Json => logs.json().with_current_span(true).init(),
         // Colour only for people: log collectors get plain text.
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+        oxserve::config::LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

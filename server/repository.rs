@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Instance, SessionOptions};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::model_config::{self, Defaults, LoadPlan, Written};
 use crate::proto::inference::{ModelConfig, ModelStatistics};
 use crate::scheduler::{Scheduler, SubmitError};
@@ -132,6 +133,8 @@ struct Model {
 pub struct LoadOptions {
     /// Server-wide defaults for model configurations.
     pub defaults: Defaults,
+    /// Where versions report their metrics; `None` when metrics are off.
+    pub metrics: Option<Arc<Metrics>>,
     /// Whether readiness requires every discovered version to load.
     pub strict_readiness: bool,
 }
@@ -168,8 +171,9 @@ impl Repository {
             }
             found.sort_unstable();
             let planned = model_config::read(&entry.path()).and_then(|written| {
-                let plan = LoadPlan::new(written.as_ref(), defaults)?;
-                let versions = plan.select_versions(&found)?;
+                let in_file = |e: String| format!("{name}/{}: {e}", model_config::CONFIG_FILE);
+                let plan = LoadPlan::new(written.as_ref(), defaults).map_err(in_file)?;
+                let versions = plan.select_versions(&found).map_err(in_file)?;
                 Ok((written, plan, versions))
             });
             match planned {
@@ -212,15 +216,31 @@ impl Repository {
             .flat_map(|(name, m)| m.versions.keys().map(move |&v| (name.clone(), v)))
             .collect();
         let mut all_loaded = self.read().values().all(|m| m.problem.is_none());
+        let report = |name: &str, version, state, seconds| {
+            if let Some(metrics) = &options.metrics {
+                metrics.model_state(name, version, state, seconds);
+            }
+        };
+        for (name, version) in &pending {
+            report(name, *version, "loading", None);
+        }
         for (name, version) in pending {
             let started = std::time::Instant::now();
             let state = match self.load_version(env, options, &name, version) {
                 Ok(loaded) => {
-                    tracing::info!(model = %name, version, elapsed = ?started.elapsed(), "model loaded");
+                    let elapsed = started.elapsed();
+                    tracing::info!(model = %name, version, ?elapsed, "model loaded");
+                    report(&name, version, "ready", Some(elapsed.as_secs_f64()));
                     VersionState::Ready(Arc::new(loaded))
                 }
                 Err(reason) => {
                     tracing::error!(model = %name, version, "model failed to load: {reason}");
+                    report(
+                        &name,
+                        version,
+                        "failed",
+                        Some(started.elapsed().as_secs_f64()),
+                    );
                     all_loaded = false;
                     VersionState::Failed(reason)
                 }
@@ -281,7 +301,12 @@ impl Repository {
                 tracing::warn!(model = %name, version, "warm-up failed: {e}");
             }
         }
-        let stats = Arc::new(VersionStats::default());
+        let metrics = options
+            .metrics
+            .as_ref()
+            .map(|m| m.version(name, version))
+            .unwrap_or_default();
+        let stats = Arc::new(VersionStats::new(metrics));
         let scheduler = Scheduler::start(
             &format!("oxserve-{name}-{version}"),
             instances,

@@ -2,12 +2,16 @@
 //! reports them: request outcomes, time in each stage, and executions per
 //! batch size. Lock-free counters on the request path; the per-batch-size
 //! table takes a short lock once per execution.
+//!
+//! Each `record_*` call also updates the version's Prometheus metrics, so
+//! ModelStatistics and `/metrics` are fed by the same events and agree.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::metrics::VersionMetrics;
 use crate::proto::inference::{
     InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration,
 };
@@ -84,9 +88,43 @@ pub struct VersionStats {
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
     batches: Mutex<BTreeMap<u64, BatchTally>>,
+    metrics: VersionMetrics,
 }
 
 impl VersionStats {
+    /// Statistics that also feed `metrics`.
+    pub fn new(metrics: VersionMetrics) -> VersionStats {
+        VersionStats {
+            metrics,
+            ..VersionStats::default()
+        }
+    }
+
+    /// A request answered successfully after `elapsed` in the server.
+    pub fn record_success(&self, elapsed: Duration) {
+        self.success.add(elapsed);
+        self.metrics.requests(tonic::Code::Ok).increment(1);
+        self.metrics.request_duration.record(elapsed);
+    }
+
+    /// A request that failed with `code` after `elapsed`.
+    pub fn record_failure(&self, elapsed: Duration, code: tonic::Code) {
+        self.fail.add(elapsed);
+        self.metrics.requests(code).increment(1);
+        self.metrics.request_duration.record(elapsed);
+    }
+
+    /// A request leaving the queue for execution after waiting `waited`.
+    pub fn record_queue(&self, waited: Duration) {
+        self.queue.add(waited);
+        self.metrics.queue_duration.record(waited);
+    }
+
+    /// Requests now waiting in the queue.
+    pub fn set_pending(&self, waiting: usize) {
+        self.metrics.pending.set(waiting as f64);
+    }
+
     /// Records one execution of `requests` requests carrying `rows` rows.
     /// Like Triton, every request in the batch is charged the batch's full
     /// compute times.
@@ -95,10 +133,16 @@ impl VersionStats {
             self.compute_input.add(times.input);
             self.compute_infer.add(times.infer);
             self.compute_output.add(times.output);
+            self.metrics.compute_input.record(times.input);
+            self.metrics.compute_infer.record(times.infer);
+            self.metrics.compute_output.record(times.output);
         }
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
+        self.metrics.inferences.increment(rows as u64);
+        self.metrics.executions.increment(1);
+        self.metrics.batch_size.record(rows as f64);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -139,47 +139,53 @@ impl Instance {
             path: path.to_path_buf(),
             reason,
         };
-        let level = match options.graph_level {
-            i32::MIN..=-1 => GraphOptimizationLevel::Disable,
-            1 => GraphOptimizationLevel::Level1,
-            2 => GraphOptimizationLevel::Level2,
-            _ => GraphOptimizationLevel::Level3,
+        let build = |gpu: Option<(i32, bool)>| -> Result<Session, String> {
+            let level = match options.graph_level {
+                i32::MIN..=-1 => GraphOptimizationLevel::Disable,
+                1 => GraphOptimizationLevel::Level1,
+                2 => GraphOptimizationLevel::Level2,
+                _ => GraphOptimizationLevel::Level3,
+            };
+            let mut builder = Session::builder(env)
+                .map_err(|e| e.to_string())?
+                .with_optimization_level(level)
+                .map_err(|e| e.to_string())?;
+            if let Some((device_id, tensorrt)) = gpu {
+                builder = providers::register_gpu(builder, device_id, tensorrt)?;
+            }
+            if options.intra_op_threads > 0 {
+                builder = builder
+                    .with_intra_threads(options.intra_op_threads)
+                    .map_err(|e| e.to_string())?;
+            }
+            builder.commit_from_file(path).map_err(|e| e.to_string())
         };
-        let mut builder = Session::builder(env)
-            .map_err(|e| load_error(e.to_string()))?
-            .with_optimization_level(level)
-            .map_err(|e| load_error(e.to_string()))?;
-        let mut device = options.device.clone();
-        if let Device::Gpu {
-            device_id,
-            tensorrt,
-            required,
-        } = options.device
-        {
-            match providers::gpu_unavailable_reason() {
-                None => {
-                    builder = providers::register_gpu(builder, device_id, tensorrt)
-                        .map_err(|e| load_error(format!("cannot use GPU {device_id}: {e}")))?;
-                }
-                Some(reason) if required => {
-                    return Err(load_error(format!(
-                        "instance kind KIND_GPU asks for a GPU, but {reason}"
-                    )));
-                }
-                Some(reason) => {
-                    tracing::warn!(model = name, "no GPU ({reason}); running on CPU instead");
-                    device = Device::Cpu;
+        let (session, device) = match options.device {
+            Device::Cpu => (build(None).map_err(load_error)?, Device::Cpu),
+            Device::Gpu {
+                device_id,
+                tensorrt,
+                required,
+            } => {
+                let attempt = match providers::gpu_unavailable_reason() {
+                    None => build(Some((device_id, tensorrt)))
+                        .map_err(|e| format!("GPU {device_id} cannot be used: {e}")),
+                    Some(reason) => Err(reason),
+                };
+                match attempt {
+                    Ok(session) => (session, options.device.clone()),
+                    Err(reason) if required => {
+                        return Err(load_error(format!(
+                            "instance kind KIND_GPU asks for a GPU, but {reason}"
+                        )));
+                    }
+                    Err(reason) => {
+                        tracing::warn!(model = name, "no GPU ({reason}); running on CPU instead");
+                        (build(None).map_err(load_error)?, Device::Cpu)
+                    }
                 }
             }
-        }
-        if options.intra_op_threads > 0 {
-            builder = builder
-                .with_intra_threads(options.intra_op_threads)
-                .map_err(|e| load_error(e.to_string()))?;
-        }
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| load_error(e.to_string()))?;
+        };
         let spec = ModelSpec {
             name: name.to_string(),
             inputs: describe(path, "input", session.inputs())?,

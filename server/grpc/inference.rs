@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::status::to_status;
 use super::{deadline, stream};
@@ -169,6 +170,23 @@ impl InferenceService {
         request: ModelInferRequest,
         grpc_deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
+        // One span per request: every log line below it carries these.
+        let span = tracing::info_span!(
+            "infer",
+            model = %request.model_name,
+            version = %request.model_version,
+            id = %request.id,
+        );
+        self.infer_in_span(request, grpc_deadline)
+            .instrument(span)
+            .await
+    }
+
+    async fn infer_in_span(
+        &self,
+        request: ModelInferRequest,
+        grpc_deadline: Option<Instant>,
+    ) -> Result<ModelInferResponse, Status> {
         let started = Instant::now();
         let id = request.id.as_str();
         let loaded = self
@@ -185,7 +203,7 @@ impl InferenceService {
         let elapsed = started.elapsed();
         match result {
             Ok(outputs) => {
-                loaded.stats.success.add(elapsed);
+                loaded.stats.record_success(elapsed);
                 let (outputs, raw_output_contents) = encode_outputs(outputs);
                 Ok(ModelInferResponse {
                     model_name: loaded.model.clone(),
@@ -197,8 +215,12 @@ impl InferenceService {
                 })
             }
             Err(e) => {
-                loaded.stats.fail.add(elapsed);
-                Err(to_status(e, id))
+                let status = to_status(e, id);
+                loaded.stats.record_failure(elapsed, status.code());
+                // Not at the default level: a client error is the client's
+                // news, and a flood of them must not flood the logs.
+                tracing::debug!(code = ?status.code(), message = status.message(), "request failed");
+                Err(status)
             }
         }
     }

@@ -9,9 +9,10 @@ use crate::grpc::PLATFORM;
 use crate::proto::inference::model_config::SchedulingChoice;
 use crate::proto::inference::model_instance_group::Kind;
 use crate::proto::inference::model_queue_policy::TimeoutAction;
+use crate::proto::inference::model_version_policy::{self, PolicyChoice};
 use crate::proto::inference::{
     ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
-    ModelQueuePolicy,
+    ModelQueuePolicy, ModelVersionPolicy,
 };
 use crate::scheduler::BatchPolicy;
 use crate::tensor::{ModelSpec, TensorSpec};
@@ -203,6 +204,14 @@ pub fn complete(
     }
 
     config.instance_group = instance_groups(name, devices);
+    if config.version_policy.is_none() {
+        // Triton's default, stated so clients see what is in force.
+        config.version_policy = Some(ModelVersionPolicy {
+            policy_choice: Some(PolicyChoice::Latest(model_version_policy::Latest {
+                num_versions: 1,
+            })),
+        });
+    }
     if config.default_model_filename.is_empty() {
         config.default_model_filename = crate::repository::MODEL_FILE.to_string();
     }

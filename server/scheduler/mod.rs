@@ -154,6 +154,7 @@ impl Scheduler {
                 request,
                 reply,
             });
+            self.shared.stats.set_pending(state.queue.len());
         }
         self.shared.wake.notify_one();
         Ok(answer)
@@ -194,6 +195,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
         // once, so they do not hold up a batch.
         while state.queue.front().is_some_and(|e| e.reply.is_closed()) {
             state.queue.pop_front();
+            shared.stats.set_pending(state.queue.len());
         }
         if state.queue.is_empty() && state.closed {
             return None;
@@ -202,6 +204,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
         match shared.policy.decide(state.queue.make_contiguous(), now) {
             Decision::Run(positions) => {
                 let batch = take(&mut state.queue, &positions);
+                shared.stats.set_pending(state.queue.len());
                 if !batch.is_empty() {
                     return Some(batch);
                 }
@@ -225,7 +228,7 @@ fn work(shared: &Shared, mut instance: Instance) {
     while let Some(batch) = next_batch(shared) {
         let started = Instant::now();
         for entry in &batch {
-            shared.stats.queue.add(started - entry.waiting.enqueued);
+            shared.stats.record_queue(started - entry.waiting.enqueued);
         }
         let requests: Vec<&DecodedRequest> = batch.iter().map(|e| &e.request).collect();
         // A panic inside ONNX Runtime's bindings must cost this batch, not

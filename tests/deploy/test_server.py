@@ -74,6 +74,8 @@ class Server:
         self.log = open(Path(self.tmp.name, "server.log"), "w+")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # Loopback and a free port: checks may run beside other servers.
+        self.metrics_address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OXSERVE_")}
         self.proc = subprocess.Popen(
             [
@@ -81,6 +83,7 @@ class Server:
                 "--config", str(self.config),
                 "--model-repository", str(MODELS),
                 "--grpc-address", self.address,
+                "--metrics-address", self.metrics_address,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -68,8 +68,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+metrics_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 echo "starting $bin serve --model-repository examples/models --grpc-address $addr (log: $log)"
-"$bin" serve --model-repository examples/models --grpc-address "$addr" >"$log" 2>&1 &
+"$bin" serve --model-repository examples/models --grpc-address "$addr" --metrics-address "127.0.0.1:$metrics_port" >"$log" 2>&1 &
 server_pid=$!
 
 deadline=$((SECONDS + ready_timeout))

@@ -1,0 +1,391 @@
+//! Prometheus metrics, on their own HTTP port (`/metrics`).
+//!
+//! Every metric is named once here, described once at start-up with its
+//! unit, and recorded through handles created per model version when it
+//! loads, so the request path does no name or label lookups. Each server
+//! owns its recorder (not the process-global one), so several servers in
+//! one process (the tests) keep separate counts.
+//!
+//! The same calls that update ModelStatistics update these (see
+//! [`crate::stats`]), so the two always agree.
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tokio::net::TcpListener;
+
+/// Metric names, with the Triton metric each corresponds to (docs/metrics.md).
+pub mod names {
+    /// Requests answered, by gRPC code (`nv_inference_request_success` /
+    /// `nv_inference_request_failure`).
+    pub const REQUESTS: &str = "oxserve_requests_total";
+    /// Rows inferred (`nv_inference_count`).
+    pub const INFERENCES: &str = "oxserve_inferences_total";
+    /// Model executions, one per batch (`nv_inference_exec_count`).
+    pub const EXECUTIONS: &str = "oxserve_executions_total";
+    /// Requests waiting in the queue (`nv_inference_pending_request_count`).
+    pub const PENDING: &str = "oxserve_pending_requests";
+    /// Time in the server per request (`nv_inference_request_duration_us`).
+    pub const REQUEST_DURATION: &str = "oxserve_request_duration_seconds";
+    /// Time waiting in the queue (`nv_inference_queue_duration_us`).
+    pub const QUEUE_DURATION: &str = "oxserve_queue_duration_seconds";
+    /// Input preparation (`nv_inference_compute_input_duration_us`).
+    pub const COMPUTE_INPUT_DURATION: &str = "oxserve_compute_input_duration_seconds";
+    /// Model execution (`nv_inference_compute_infer_duration_us`).
+    pub const COMPUTE_INFER_DURATION: &str = "oxserve_compute_infer_duration_seconds";
+    /// Output extraction (`nv_inference_compute_output_duration_us`).
+    pub const COMPUTE_OUTPUT_DURATION: &str = "oxserve_compute_output_duration_seconds";
+    /// Rows per execution.
+    pub const BATCH_SIZE: &str = "oxserve_batch_size";
+    /// Time the last load of a version took (`nv_model_load_duration_secs`).
+    pub const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
+    /// 1 for the state a version is in, 0 for the others.
+    pub const MODEL_STATE: &str = "oxserve_model_state";
+}
+
+/// Every metric: name, kind, unit and help text, described once.
+const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (
+        names::REQUESTS,
+        Kind::Counter,
+        None,
+        "Inference requests answered, by model, version and gRPC code.",
+    ),
+    (
+        names::INFERENCES,
+        Kind::Counter,
+        None,
+        "Rows inferred successfully (a request with a batch of N counts N).",
+    ),
+    (
+        names::EXECUTIONS,
+        Kind::Counter,
+        None,
+        "Model executions; one execution runs one batch.",
+    ),
+    (
+        names::PENDING,
+        Kind::Gauge,
+        None,
+        "Requests waiting in the model version's queue.",
+    ),
+    (
+        names::REQUEST_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time from receiving a request to answering it.",
+    ),
+    (
+        names::QUEUE_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time requests waited in the queue before their batch ran.",
+    ),
+    (
+        names::COMPUTE_INPUT_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time building the model's input tensors, per request.",
+    ),
+    (
+        names::COMPUTE_INFER_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time inside ONNX Runtime, per request.",
+    ),
+    (
+        names::COMPUTE_OUTPUT_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time copying outputs into responses, per request.",
+    ),
+    (
+        names::BATCH_SIZE,
+        Kind::Histogram,
+        Some(Unit::Count),
+        "Rows per model execution.",
+    ),
+    (
+        names::MODEL_LOAD_DURATION,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Time the last load of the model version took.",
+    ),
+    (
+        names::MODEL_STATE,
+        Kind::Gauge,
+        None,
+        "1 for the model version's current state (loading, ready, failed), 0 otherwise.",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Bucket bounds for durations: 50 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Bucket bounds for batch sizes.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// One server's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A recorder with every metric described.
+    pub fn new() -> Arc<Metrics> {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), BATCH_BUCKETS)
+            })
+            // The bucket lists above are non-empty constants.
+            .expect("bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        for &(name, kind, unit, help) in DESCRIPTIONS {
+            let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+            match kind {
+                Kind::Counter => recorder.describe_counter(name, unit, help),
+                Kind::Gauge => recorder.describe_gauge(name, unit, help),
+                Kind::Histogram => recorder.describe_histogram(name, unit, help),
+            }
+        }
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        let handle = recorder.handle();
+        Arc::new(Metrics {
+            recorder,
+            handle,
+            process,
+        })
+    }
+
+    fn key(name: &'static str, labels: Vec<Label>) -> Key {
+        Key::from_parts(name, labels)
+    }
+
+    fn labels(model: &str, version: u64) -> Vec<Label> {
+        vec![
+            Label::new("model", model.to_string()),
+            Label::new("version", version.to_string()),
+        ]
+    }
+
+    /// Handles for one model version.
+    pub fn version(self: &Arc<Self>, model: &str, version: u64) -> VersionMetrics {
+        let labels = || Self::labels(model, version);
+        let counter = |name| {
+            self.recorder
+                .register_counter(&Self::key(name, labels()), &METADATA)
+        };
+        let histogram = |name| {
+            self.recorder
+                .register_histogram(&Self::key(name, labels()), &METADATA)
+        };
+        VersionMetrics {
+            owner: Some((Arc::clone(self), model.to_string(), version)),
+            requests: Default::default(),
+            inferences: counter(names::INFERENCES),
+            executions: counter(names::EXECUTIONS),
+            pending: self
+                .recorder
+                .register_gauge(&Self::key(names::PENDING, labels()), &METADATA),
+            request_duration: histogram(names::REQUEST_DURATION),
+            queue_duration: histogram(names::QUEUE_DURATION),
+            compute_input: histogram(names::COMPUTE_INPUT_DURATION),
+            compute_infer: histogram(names::COMPUTE_INFER_DURATION),
+            compute_output: histogram(names::COMPUTE_OUTPUT_DURATION),
+            batch_size: histogram(names::BATCH_SIZE),
+        }
+    }
+
+    /// Records that a version entered `state` ("loading", "ready" or
+    /// "failed"), and how long loading took once it is done.
+    pub fn model_state(&self, model: &str, version: u64, state: &str, load_seconds: Option<f64>) {
+        for candidate in ["loading", "ready", "failed"] {
+            let mut labels = Self::labels(model, version);
+            labels.push(Label::new("state", candidate));
+            let gauge = self
+                .recorder
+                .register_gauge(&Self::key(names::MODEL_STATE, labels), &METADATA);
+            gauge.set(if candidate == state { 1.0 } else { 0.0 });
+        }
+        if let Some(seconds) = load_seconds {
+            self.recorder
+                .register_gauge(
+                    &Self::key(names::MODEL_LOAD_DURATION, Self::labels(model, version)),
+                    &METADATA,
+                )
+                .set(seconds);
+        }
+    }
+
+    /// The exposition text, with process metrics sampled now.
+    pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        self.handle.render()
+    }
+
+    /// Serves `GET /metrics` on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = Arc::clone(&self);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let metrics = Arc::clone(&metrics);
+                        async move { Ok::<_, Infallible>(metrics.respond(&request)) }
+                    });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                // A client that breaks the connection only loses its scrape.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    }
+
+    fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        let (status, content_type, body) = match (request.method(), request.uri().path()) {
+            (&hyper::Method::GET, "/metrics") => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.render(),
+            ),
+            (_, "/metrics") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "use GET\n".into(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "metrics are at /metrics\n".into(),
+            ),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, value);
+        }
+        response
+    }
+}
+
+/// Metric handles of one model version; all no-ops when metrics are off.
+pub struct VersionMetrics {
+    owner: Option<(Arc<Metrics>, String, u64)>,
+    /// Request counters by gRPC code, registered on first use.
+    requests: [OnceLock<Counter>; 17],
+    pub(crate) inferences: Counter,
+    pub(crate) executions: Counter,
+    pub(crate) pending: Gauge,
+    pub(crate) request_duration: Histogram,
+    pub(crate) queue_duration: Histogram,
+    pub(crate) compute_input: Histogram,
+    pub(crate) compute_infer: Histogram,
+    pub(crate) compute_output: Histogram,
+    pub(crate) batch_size: Histogram,
+}
+
+impl Default for VersionMetrics {
+    /// Handles that record nothing (metrics off).
+    fn default() -> Self {
+        VersionMetrics {
+            owner: None,
+            requests: Default::default(),
+            inferences: Counter::noop(),
+            executions: Counter::noop(),
+            pending: Gauge::noop(),
+            request_duration: Histogram::noop(),
+            queue_duration: Histogram::noop(),
+            compute_input: Histogram::noop(),
+            compute_infer: Histogram::noop(),
+            compute_output: Histogram::noop(),
+            batch_size: Histogram::noop(),
+        }
+    }
+}
+
+impl std::fmt::Debug for VersionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionMetrics").finish_non_exhaustive()
+    }
+}
+
+impl VersionMetrics {
+    /// The request counter for `code`.
+    pub(crate) fn requests(&self, code: tonic::Code) -> &Counter {
+        let index = (code as usize).min(16);
+        self.requests[index].get_or_init(|| match &self.owner {
+            Some((metrics, model, version)) => {
+                let mut labels = Metrics::labels(model, *version);
+                labels.push(Label::new("code", code_name(code)));
+                metrics
+                    .recorder
+                    .register_counter(&Metrics::key(names::REQUESTS, labels), &METADATA)
+            }
+            None => Counter::noop(),
+        })
+    }
+}
+
+/// The gRPC code as Prometheus label value, in the protocol's spelling.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
