@@ -1,16 +1,20 @@
-//! The connection to a server and its unary RPCs.
+//! The client and its unary RPCs.
 
-use std::{future::Future, time::Duration, time::Instant};
+use std::{sync::Arc, time::Duration, time::Instant};
 
-use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus as PbServingStatus,
-    health_client::HealthClient,
+use prost::Message;
+use tonic::{
+    codegen::http::uri::PathAndQuery,
+    metadata::{AsciiMetadataKey, AsciiMetadataValue},
+    transport::Channel,
 };
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient};
 
 use crate::{
-    Error, InferBuilder, Result,
+    ClientBuilder, Error, InferBuilder, Result, RetryEvent, RetryPolicy, ServingStatus,
+    balance::{Backend, Pool},
     pb::{self, GrpcInferenceServiceClient},
+    rpc::{self, Method, SharedCodec},
 };
 
 /// The default limit, in bytes, on one message sent or received.
@@ -19,93 +23,35 @@ use crate::{
 /// in this family commonly allow 64 MiB or more.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
-/// A client of one inference server.
+/// Metadata headers sent with every request.
+pub(crate) type Headers = Arc<[(AsciiMetadataKey, AsciiMetadataValue)]>;
+
+/// A client of one inference server, or of several balanced in turn.
 ///
-/// Cloning is cheap and clones share the underlying HTTP/2 connection, so
+/// Cloning is cheap and clones share the underlying HTTP/2 connections, so
 /// clone freely into tasks rather than wrapping the client in a lock.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inference: GrpcInferenceServiceClient<Channel>,
-    health: HealthClient<Channel>,
-    timeout: Option<Duration>,
-    max_message_size: usize,
+    pool: Arc<Pool>,
+    settings: Settings,
 }
 
-/// Connection options for a [`Client`]; see [`Client::builder`].
+/// What a client's calls are made with; each clone has its own copy.
 #[derive(Clone, Debug)]
-#[must_use = "a builder does nothing until `connect` is called"]
-pub struct ClientBuilder {
-    endpoint: String,
-    connect_timeout: Option<Duration>,
-    timeout: Option<Duration>,
-    max_message_size: usize,
+pub(crate) struct Settings {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_send_message_size: usize,
+    pub(crate) max_receive_message_size: usize,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) metadata: Headers,
 }
 
-impl ClientBuilder {
-    /// Limits how long establishing the connection may take. Default: no
-    /// limit beyond the operating system's.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// Limits each request. The deadline is sent to the server as
-    /// `grpc-timeout` and enforced locally; a request that runs past it fails
-    /// with [`tonic::Code::DeadlineExceeded`]. Default: no limit.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Limits the size of one message, sent or received, in bytes. Default:
-    /// [`DEFAULT_MAX_MESSAGE_SIZE`] (64 MiB).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Connects, failing with [`Error::Connect`] if the server cannot be
-    /// reached.
-    pub async fn connect(self) -> Result<Client> {
-        let channel = self
-            .endpoint()?
-            .connect()
-            .await
-            .map_err(|source| self.connect_error(source))?;
-        Ok(self.with_channel(channel))
-    }
-
-    /// Returns a client at once and connects on its first request; a server
-    /// that cannot be reached then fails that request with `UNAVAILABLE`.
-    ///
-    /// # Errors
-    /// [`Error::Connect`] if the endpoint is not a valid URI.
-    pub fn connect_lazy(self) -> Result<Client> {
-        let channel = self.endpoint()?.connect_lazy();
-        Ok(self.with_channel(channel))
-    }
-
-    fn endpoint(&self) -> Result<Endpoint> {
-        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|source| self.connect_error(source))?;
-        if let Some(timeout) = self.connect_timeout {
-            endpoint = endpoint.connect_timeout(timeout);
-        }
-        Ok(endpoint)
-    }
-
-    fn connect_error(&self, source: tonic::transport::Error) -> Error {
-        Error::Connect {
-            endpoint: self.endpoint.clone(),
-            source,
-        }
-    }
-
-    fn with_channel(&self, channel: Channel) -> Client {
-        Client::from_channel(channel)
-            .with_timeout(self.timeout)
-            .with_max_message_size(self.max_message_size)
-    }
+/// How one call is made, beyond the client's settings.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: bool,
+    pub(crate) headers: &'a [(AsciiMetadataKey, AsciiMetadataValue)],
 }
 
 impl Client {
@@ -117,95 +63,150 @@ impl Client {
 
     /// Starts configuring a connection to `endpoint`.
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
-        ClientBuilder {
-            endpoint: endpoint.into(),
-            connect_timeout: None,
-            timeout: None,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        }
+        ClientBuilder::list(vec![endpoint.into()])
     }
 
-    /// Wraps an existing channel (for TLS, custom connectors or load
-    /// balancing), with [`DEFAULT_MAX_MESSAGE_SIZE`] and no request timeout.
+    /// Starts configuring a client that sends each request to the next of
+    /// `endpoints` in turn, one HTTP/2 connection per endpoint.
+    ///
+    /// ```no_run
+    /// # async fn run() -> oxserve_client::Result<()> {
+    /// let client = oxserve_client::Client::balanced(["http://10.0.0.1:8001", "http://10.0.0.2:8001"])
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn balanced<I>(endpoints: I) -> ClientBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        ClientBuilder::list(endpoints.into_iter().map(Into::into).collect())
+    }
+
+    /// Starts configuring a client whose endpoints are the addresses a DNS
+    /// name resolves to, such as a Kubernetes headless Service
+    /// (`http://oxserve-headless.models.svc.cluster.local:8001`). The name
+    /// is resolved again every
+    /// [`resolve_interval`](ClientBuilder::resolve_interval), so pods that
+    /// come and go are followed; requests are balanced over the addresses
+    /// as with [`Client::balanced`].
+    pub fn dns(endpoint: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::dns(endpoint.into())
+    }
+
+    /// Wraps an existing channel (a custom connector, tonic's own
+    /// balancing), with the default message limits and retry policy and no
+    /// request timeout.
     pub fn from_channel(channel: Channel) -> Client {
-        Client {
-            inference: GrpcInferenceServiceClient::new(channel.clone()),
-            health: HealthClient::new(channel),
-            timeout: None,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        }
-        .with_max_message_size(DEFAULT_MAX_MESSAGE_SIZE)
+        let backend = Backend::new("channel".into(), None, channel);
+        Client::new(
+            Arc::new(Pool::new("channel".into(), vec![backend], None)),
+            Settings {
+                timeout: None,
+                max_send_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                max_receive_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                retry: RetryPolicy::default(),
+                metadata: Arc::new([]),
+            },
+        )
+    }
+
+    pub(crate) fn new(pool: Arc<Pool>, settings: Settings) -> Client {
+        Client { pool, settings }
     }
 
     /// This client with a different per-request timeout (`None`: no limit).
     /// Other clones keep theirs.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Client {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
         self
     }
 
     /// This client with a different limit on one message, sent or received.
     #[must_use]
     pub fn with_max_message_size(mut self, bytes: usize) -> Client {
-        self.max_message_size = bytes;
-        self.inference = self
-            .inference
-            .max_decoding_message_size(bytes)
-            .max_encoding_message_size(bytes);
-        self.health = self
-            .health
-            .max_decoding_message_size(bytes)
-            .max_encoding_message_size(bytes);
+        self.settings.max_send_message_size = bytes;
+        self.settings.max_receive_message_size = bytes;
+        self
+    }
+
+    /// This client with a different retry policy. Other clones keep theirs.
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Client {
+        self.settings.retry = policy;
         self
     }
 
     /// The per-request timeout, if any.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.settings.timeout
     }
 
-    /// The limit on one message, sent or received, in bytes.
+    /// The smaller of the limits on one message sent and one received.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.settings
+            .max_send_message_size
+            .min(self.settings.max_receive_message_size)
     }
 
-    /// The generated client, sharing this client's connection and message
-    /// limits, for RPCs this type does not wrap.
+    /// The limit on one request message, in bytes.
+    pub fn max_send_message_size(&self) -> usize {
+        self.settings.max_send_message_size
+    }
+
+    /// The limit on one response message, in bytes.
+    pub fn max_receive_message_size(&self) -> usize {
+        self.settings.max_receive_message_size
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.settings.retry
+    }
+
+    /// The endpoints requests are balanced over right now (for a DNS target,
+    /// the addresses of its last resolution).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.pool.names()
+    }
+
+    /// The generated client on the next endpoint's connection, with this
+    /// client's message limits, for RPCs this type does not wrap. Calls
+    /// through it are not retried and carry no configured headers.
     pub fn inference_client(&self) -> GrpcInferenceServiceClient<Channel> {
-        self.inference.clone()
+        GrpcInferenceServiceClient::new(self.raw_channel())
+            .max_decoding_message_size(self.settings.max_receive_message_size)
+            .max_encoding_message_size(self.settings.max_send_message_size)
     }
 
-    /// The generated `grpc.health.v1.Health` client, sharing this client's
-    /// connection.
+    /// The generated `grpc.health.v1.Health` client on the next endpoint's
+    /// connection (e.g. for `Watch`).
     pub fn health_client(&self) -> HealthClient<Channel> {
-        self.health.clone()
+        HealthClient::new(self.raw_channel())
+    }
+
+    fn raw_channel(&self) -> Channel {
+        self.pool.any_channel().unwrap_or_else(|| {
+            // Only a DNS pool can be empty, and it always has a fallback;
+            // a channel to nowhere keeps this infallible regardless.
+            tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy()
+        })
     }
 
     /// Whether the server is live (`ServerLive`).
     pub async fn is_live(&self) -> Result<bool> {
-        let call =
-            |mut c: GrpcInferenceServiceClient<Channel>, r| async move { c.server_live(r).await };
-        let response = unary(
-            &self.inference,
-            pb::ServerLiveRequest {},
-            self.timeout,
-            call,
-        );
-        Ok(response.await?.live)
+        let request = pb::ServerLiveRequest {};
+        let response: pb::ServerLiveResponse = self.unary(rpc::SERVER_LIVE, request).await?;
+        Ok(response.live)
     }
 
     /// Whether the server is ready for inference (`ServerReady`).
     pub async fn is_ready(&self) -> Result<bool> {
-        let call =
-            |mut c: GrpcInferenceServiceClient<Channel>, r| async move { c.server_ready(r).await };
-        let response = unary(
-            &self.inference,
-            pb::ServerReadyRequest {},
-            self.timeout,
-            call,
-        );
-        Ok(response.await?.ready)
+        let request = pb::ServerReadyRequest {};
+        let response: pb::ServerReadyResponse = self.unary(rpc::SERVER_READY, request).await?;
+        Ok(response.ready)
     }
 
     /// Whether a model is ready (`ModelReady`); `version: None` asks about
@@ -215,26 +216,15 @@ impl Client {
             name: name.to_owned(),
             version: version.unwrap_or_default().to_owned(),
         };
-        let call =
-            |mut c: GrpcInferenceServiceClient<Channel>, r| async move { c.model_ready(r).await };
-        Ok(unary(&self.inference, request, self.timeout, call)
-            .await?
-            .ready)
+        let response: pb::ModelReadyResponse = self.unary(rpc::MODEL_READY, request).await?;
+        Ok(response.ready)
     }
 
     /// The server's name, version and supported extensions
     /// (`ServerMetadata`).
     pub async fn server_metadata(&self) -> Result<pb::ServerMetadataResponse> {
-        let call = |mut c: GrpcInferenceServiceClient<Channel>, r| async move {
-            c.server_metadata(r).await
-        };
-        unary(
-            &self.inference,
-            pb::ServerMetadataRequest {},
-            self.timeout,
-            call,
-        )
-        .await
+        self.unary(rpc::SERVER_METADATA, pb::ServerMetadataRequest {})
+            .await
     }
 
     /// A model's versions, platform, inputs and outputs (`ModelMetadata`).
@@ -247,10 +237,38 @@ impl Client {
             name: name.to_owned(),
             version: version.unwrap_or_default().to_owned(),
         };
-        let call = |mut c: GrpcInferenceServiceClient<Channel>, r| async move {
-            c.model_metadata(r).await
+        self.unary(rpc::MODEL_METADATA, request).await
+    }
+
+    /// A model's configuration (`ModelConfig`, a Triton extension):
+    /// batching, instances, inputs and outputs with their dimensions.
+    /// `version: None` asks about the version the server would pick.
+    pub async fn model_config(&self, name: &str, version: Option<&str>) -> Result<pb::ModelConfig> {
+        let request = pb::ModelConfigRequest {
+            name: name.to_owned(),
+            version: version.unwrap_or_default().to_owned(),
         };
-        unary(&self.inference, request, self.timeout, call).await
+        let response: pb::ModelConfigResponse = self.unary(rpc::MODEL_CONFIG, request).await?;
+        response
+            .config
+            .ok_or_else(|| Error::decode(format!("ModelConfig for '{name}' has no config")))
+    }
+
+    /// Cumulative inference statistics (`ModelStatistics`, a Triton
+    /// extension), one entry per model version: `name: None` asks about
+    /// every model, `version: None` about every version.
+    pub async fn model_statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<pb::ModelStatistics>> {
+        let request = pb::ModelStatisticsRequest {
+            name: name.unwrap_or_default().to_owned(),
+            version: version.unwrap_or_default().to_owned(),
+        };
+        let response: pb::ModelStatisticsResponse =
+            self.unary(rpc::MODEL_STATISTICS, request).await?;
+        Ok(response.model_stats)
     }
 
     /// Asks `grpc.health.v1.Health/Check` about `service` (`""`: the whole
@@ -259,11 +277,8 @@ impl Client {
         let request = HealthCheckRequest {
             service: service.to_owned(),
         };
-        let call = |mut c: HealthClient<Channel>, r| async move { c.check(r).await };
-        let status = unary(&self.health, request, self.timeout, call)
-            .await?
-            .status;
-        ServingStatus::from_wire(status)
+        let response: HealthCheckResponse = self.unary(rpc::HEALTH_CHECK, request).await?;
+        ServingStatus::from_wire(response.status)
     }
 
     /// Starts an inference request to `model`; see [`InferBuilder`].
@@ -277,109 +292,210 @@ impl Client {
         &self,
         request: pb::ModelInferRequest,
     ) -> Result<pb::ModelInferResponse> {
-        self.infer_with_timeout(request, self.timeout).await
+        let call = Call {
+            timeout: self.settings.timeout,
+            retry: self.may_retry_inference(&request),
+            headers: &[],
+        };
+        self.infer_with(request, call).await
     }
 
-    pub(crate) async fn infer_with_timeout(
+    /// Whether `request` may be retried by default: inference is idempotent
+    /// unless it is a step of a stateful sequence.
+    pub(crate) fn may_retry_inference(&self, request: &pb::ModelInferRequest) -> bool {
+        self.settings.retry.retries_inference() && !request.parameters.contains_key("sequence_id")
+    }
+
+    pub(crate) async fn infer_with(
         &self,
         request: pb::ModelInferRequest,
-        timeout: Option<Duration>,
+        call: Call<'_>,
     ) -> Result<pb::ModelInferResponse> {
         // tonic enforces the limit too, but while streaming the body out, so
         // the caller sees an opaque h2 reset (INTERNAL) instead of its
         // OUT_OF_RANGE; checking first keeps the code and a clear message.
-        let len = prost::Message::encoded_len(&request);
-        if len > self.max_message_size {
+        let len = request.encoded_len();
+        let limit = self.settings.max_send_message_size;
+        if len > limit {
             return Err(Error::Status {
                 code: tonic::Code::OutOfRange,
                 message: format!(
-                    "request is {len} bytes, over the client's message limit of {} bytes",
-                    self.max_message_size
+                    "request is {len} bytes, over the client's message limit of {limit} bytes"
                 ),
             });
         }
-        let call =
-            |mut c: GrpcInferenceServiceClient<Channel>, r| async move { c.model_infer(r).await };
-        unary(&self.inference, request, timeout, call).await
+        self.call(rpc::MODEL_INFER, request, call).await
     }
-}
 
-/// Runs one unary call on a clone of `client` (the generated clients need
-/// `&mut self`, and cloning them is cheap), with the deadline applied.
-async fn unary<C, Req, Resp, Fut>(
-    client: &C,
-    message: Req,
-    timeout: Option<Duration>,
-    call: impl FnOnce(C, tonic::Request<Req>) -> Fut,
-) -> Result<Resp>
-where
-    C: Clone,
-    Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
-{
-    let mut request = tonic::Request::new(message);
-    if let Some(timeout) = timeout {
-        request.set_timeout(timeout);
+    /// An idempotent unary call with the client's defaults.
+    async fn unary<Req, Resp>(&self, method: Method, request: Req) -> Result<Resp>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + 'static,
+    {
+        let call = Call {
+            timeout: self.settings.timeout,
+            retry: true,
+            headers: &[],
+        };
+        self.call(method, request, call).await
     }
-    let started = Instant::now();
-    match call(client.clone(), request).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(status) => match timeout {
-            // tonic's channel enforces `grpc-timeout` locally but reports a
-            // miss as CANCELLED ("Timeout expired"); gRPC calls a missed
-            // deadline DEADLINE_EXCEEDED, which is what callers match on.
-            Some(timeout)
-                if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout =>
+
+    /// Makes a unary call on the next endpoint, trying again (on the
+    /// endpoint after) as the retry policy allows. The request is shared
+    /// between attempts, not copied.
+    pub(crate) async fn call<Req, Resp>(
+        &self,
+        method: Method,
+        request: Req,
+        call: Call<'_>,
+    ) -> Result<Resp>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + 'static,
+    {
+        let request = Arc::new(request);
+        let policy = &self.settings.retry;
+        let mut attempt = 1;
+        loop {
+            let backend = self.pool.pick();
+            let result = match &backend {
+                Some(backend) => {
+                    self.attempt(backend, method, Arc::clone(&request), call)
+                        .await
+                }
+                None => Err(self.no_endpoint()),
+            };
+            let error = match (result, &backend) {
+                (Ok(response), Some(backend)) => {
+                    self.pool.mark_up(backend);
+                    return Ok(response);
+                }
+                (Ok(response), None) => return Ok(response),
+                (Err(error), _) => error,
+            };
+            if let Some(backend) = &backend
+                && error.is(tonic::Code::Unavailable)
             {
-                Err(Error::Status {
-                    code: tonic::Code::DeadlineExceeded,
-                    message: format!("deadline of {timeout:?} exceeded"),
-                })
+                self.pool.mark_down(backend);
             }
-            _ => Err(status.into()),
-        },
-    }
-}
-
-/// A service's status as reported by `grpc.health.v1.Health`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ServingStatus {
-    /// `UNKNOWN`: the server does not know yet.
-    Unknown,
-    /// `SERVING`: the only status a Kubernetes probe accepts.
-    Serving,
-    /// `NOT_SERVING`.
-    NotServing,
-    /// `SERVICE_UNKNOWN`: only sent by `Watch`; `Check` answers `NOT_FOUND`.
-    ServiceUnknown,
-}
-
-impl ServingStatus {
-    /// Whether this is [`ServingStatus::Serving`].
-    pub fn is_serving(self) -> bool {
-        self == ServingStatus::Serving
-    }
-
-    fn from_wire(value: i32) -> Result<Self> {
-        match PbServingStatus::try_from(value) {
-            Ok(PbServingStatus::Unknown) => Ok(ServingStatus::Unknown),
-            Ok(PbServingStatus::Serving) => Ok(ServingStatus::Serving),
-            Ok(PbServingStatus::NotServing) => Ok(ServingStatus::NotServing),
-            Ok(PbServingStatus::ServiceUnknown) => Ok(ServingStatus::ServiceUnknown),
-            Err(_) => Err(Error::decode(format!("unknown health status {value}"))),
+            if !(call.retry && policy.should_retry(attempt, &error)) {
+                return Err(error);
+            }
+            let delay = policy.delay(attempt);
+            policy.notify(&RetryEvent {
+                method: method.name,
+                attempt,
+                error: &error,
+                endpoint: backend.as_ref().map_or(self.pool.target(), |b| b.name()),
+                delay,
+            });
+            tokio::time::sleep(delay).await;
+            attempt += 1;
         }
     }
+
+    /// One attempt of a unary call on `backend`.
+    async fn attempt<Req, Resp>(
+        &self,
+        backend: &Backend,
+        method: Method,
+        message: Arc<Req>,
+        call: Call<'_>,
+    ) -> Result<Resp>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(backend.channel.clone())
+            .max_decoding_message_size(self.settings.max_receive_message_size)
+            .max_encoding_message_size(self.settings.max_send_message_size);
+        // The channel is only "not ready" when its connection task is gone;
+        // another endpoint (or a retry) may do better, hence UNAVAILABLE.
+        grpc.ready().await.map_err(|e| Error::Status {
+            code: tonic::Code::Unavailable,
+            message: format!("endpoint {} is not ready: {e}", backend.name()),
+        })?;
+        let request = self.request(message, method, call);
+        let started = Instant::now();
+        let path = PathAndQuery::from_static(method.path);
+        match grpc
+            .unary(request, path, SharedCodec::<Req, Resp>::default())
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(status_error(status, call.timeout, started)),
+        }
+    }
+
+    /// The error for a DNS target that has not resolved to any address.
+    pub(crate) fn no_endpoint(&self) -> Error {
+        Error::Status {
+            code: tonic::Code::Unavailable,
+            message: format!(
+                "no endpoint: '{}' has not resolved to any address",
+                self.pool.target()
+            ),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A request carrying `message`, the deadline and every header.
+    pub(crate) fn request<T>(
+        &self,
+        message: T,
+        method: Method,
+        call: Call<'_>,
+    ) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = call.timeout {
+            request.set_timeout(timeout);
+        }
+        let metadata = request.metadata_mut();
+        for (key, value) in self.settings.metadata.iter().chain(call.headers) {
+            metadata.insert(key.clone(), value.clone());
+        }
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new(method.service, method.name));
+        request
+    }
 }
 
-impl From<ServingStatus> for PbServingStatus {
-    fn from(status: ServingStatus) -> Self {
-        match status {
-            ServingStatus::Unknown => PbServingStatus::Unknown,
-            ServingStatus::Serving => PbServingStatus::Serving,
-            ServingStatus::NotServing => PbServingStatus::NotServing,
-            ServingStatus::ServiceUnknown => PbServingStatus::ServiceUnknown,
+/// The client's error for a failed call.
+pub(crate) fn status_error(
+    status: tonic::Status,
+    timeout: Option<Duration>,
+    started: Instant,
+) -> Error {
+    match timeout {
+        // tonic's channel enforces `grpc-timeout` locally but reports a
+        // miss as CANCELLED ("Timeout expired"); gRPC calls a missed
+        // deadline DEADLINE_EXCEEDED, which is what callers match on.
+        Some(timeout)
+            if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout =>
+        {
+            Error::Status {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("deadline of {timeout:?} exceeded"),
+            }
         }
+        _ => status.into(),
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod balance_tests;
+
+#[cfg(all(test, feature = "tls"))]
+mod tls_tests;

@@ -15,11 +15,13 @@ use crate::{Datatype, Error, Result, pb::InferTensorContents};
 
 /// A fixed-size element type that maps to one protocol [`Datatype`].
 ///
-/// Implemented for `bool`, `i8`..`i64`, `u8`..`u64`, `f32` and `f64`. The
-/// trait is sealed: its encoding methods are private so they can change
-/// without breaking callers. `FP16` and `BF16` have no Rust primitive; send
-/// them with [`InferBuilder::input_raw`](crate::InferBuilder::input_raw) and
-/// read them with [`Output::raw`](crate::Output::raw).
+/// Implemented for `bool`, `i8`..`i64`, `u8`..`u64`, `f32` and `f64`, and
+/// with the `half` feature for `half::f16` (`FP16`) and `half::bf16`
+/// (`BF16`). The trait is sealed: its encoding methods are private so they
+/// can change without breaking callers. Without the `half` feature, send
+/// `FP16` and `BF16` with
+/// [`InferBuilder::input_raw`](crate::InferBuilder::input_raw) and read them
+/// with [`Output::raw`](crate::Output::raw).
 pub trait Element: sealed::Sealed + Copy + Send + Sync + 'static {
     /// The protocol datatype of this element type.
     const DATATYPE: Datatype;
@@ -92,6 +94,53 @@ numeric_element! {
     i64 => Int64, int64_contents;
     f32 => Fp32, fp32_contents;
     f64 => Fp64, fp64_contents;
+}
+
+/// Half-precision floats have no typed `contents` field: they travel raw.
+#[cfg(feature = "half")]
+macro_rules! half_element {
+    ($($t:ty => $dt:ident;)*) => {$(
+        impl Element for $t {
+            const DATATYPE: Datatype = Datatype::$dt;
+        }
+
+        impl sealed::Sealed for $t {
+            fn encode(data: &[Self], out: &mut Vec<u8>) {
+                out.reserve(size_of_val(data));
+                for x in data {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+
+            fn decode(raw: &[u8]) -> Result<Vec<Self>, String> {
+                let (chunks, rest) = raw.as_chunks::<2>();
+                if !rest.is_empty() {
+                    return Err(format!(
+                        "{} bytes is not a whole number of {} elements",
+                        raw.len(),
+                        Datatype::$dt
+                    ));
+                }
+                Ok(chunks.iter().map(|c| <$t>::from_le_bytes(*c)).collect())
+            }
+
+            fn from_contents(contents: &InferTensorContents) -> Result<Vec<Self>, String> {
+                // An empty `contents` is an empty tensor; anything else is
+                // a field this datatype cannot travel in.
+                if *contents == InferTensorContents::default() {
+                    Ok(Vec::new())
+                } else {
+                    Err(format!("{} travels raw only, but came in typed contents", Datatype::$dt))
+                }
+            }
+        }
+    )*};
+}
+
+#[cfg(feature = "half")]
+half_element! {
+    half::f16 => Fp16;
+    half::bf16 => Bf16;
 }
 
 impl Element for bool {

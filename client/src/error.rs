@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// A boxed error from below the client (transport, resolver).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result of every fallible client operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -23,14 +26,31 @@ pub enum Error {
         message: String,
     },
 
-    /// The endpoint was not a valid URI, or no connection could be made.
+    /// The endpoint was not a valid URI, its name did not resolve, or no
+    /// connection could be made.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {
         /// The endpoint the client was asked to connect to.
         endpoint: String,
-        /// The transport's error.
+        /// The transport's (or the resolver's) error.
         #[source]
-        source: tonic::transport::Error,
+        source: BoxError,
+    },
+
+    /// The client was configured with something it cannot use: a header
+    /// that is not valid gRPC metadata, an empty endpoint list, an
+    /// `https://` endpoint without the `tls` feature, and so on.
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+
+    /// One request of a `ModelStreamInfer` stream failed; the stream goes
+    /// on. The protocol carries only a message here, no gRPC code.
+    #[error("request '{id}' failed: {message}")]
+    Stream {
+        /// The failed request's id (empty if it had none).
+        id: String,
+        /// The server's error message.
+        message: String,
     },
 
     /// The server's response broke the protocol: a tensor's data does not
@@ -50,16 +70,38 @@ impl Error {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             Error::Status { code, .. } => Some(*code),
-            Error::Connect { .. } | Error::Decode(_) | Error::Mismatch(_) => None,
+            Error::Connect { .. }
+            | Error::Config(_)
+            | Error::Stream { .. }
+            | Error::Decode(_)
+            | Error::Mismatch(_) => None,
         }
     }
 
-    /// The status message, if this error came from a gRPC status.
+    /// Whether the error is a gRPC status with `code`.
+    pub fn is(&self, code: tonic::Code) -> bool {
+        self.code() == Some(code)
+    }
+
+    /// The server's message: a gRPC status's, or a failed stream request's.
     pub fn message(&self) -> Option<&str> {
         match self {
-            Error::Status { message, .. } => Some(message),
-            Error::Connect { .. } | Error::Decode(_) | Error::Mismatch(_) => None,
+            Error::Status { message, .. } | Error::Stream { message, .. } => Some(message),
+            Error::Connect { .. } | Error::Config(_) | Error::Decode(_) | Error::Mismatch(_) => {
+                None
+            }
         }
+    }
+
+    pub(crate) fn connect(endpoint: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Connect {
+            endpoint: endpoint.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn config(message: impl fmt::Display) -> Self {
+        Error::Config(message.to_string())
     }
 
     pub(crate) fn decode(message: impl fmt::Display) -> Self {
@@ -97,5 +139,8 @@ mod tests {
         assert_eq!(Error::decode("bad").code(), None);
         assert_eq!(Error::mismatch("bad").code(), None);
         assert_eq!(Error::mismatch("bad").message(), None);
+        assert_eq!(Error::config("bad").code(), None);
+        assert!(!Error::config("bad").is(tonic::Code::Unknown));
+        assert!(Error::from(tonic::Status::unavailable("x")).is(tonic::Code::Unavailable));
     }
 }

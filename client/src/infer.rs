@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+
 use crate::{
-    Client, Datatype, Element, Error, InferResponse, Result, codec,
+    Client, Datatype, Element, Error, InferResponse, Result,
+    client::Call,
+    codec,
     pb::{
         self, InferParameter,
         model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
@@ -25,7 +29,7 @@ use crate::{
 ///     .infer("mlp")
 ///     .version("1")
 ///     .id("req-1")
-///     .input("input", &[1, 784], &pixels)
+///     .input("input", [1, 784], &pixels)
 ///     .output("output")
 ///     .send()
 ///     .await?;
@@ -38,8 +42,27 @@ pub struct InferBuilder {
     client: Client,
     request: pb::ModelInferRequest,
     timeout: Option<Duration>,
+    /// Whether the request may be retried; `None`: the client's policy.
+    idempotent: Option<bool>,
+    headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     /// The first mistake made while building, reported by `build`/`send`.
-    error: Option<String>,
+    error: Option<Mistake>,
+}
+
+/// A mistake in building a request; an [`Error`] is not `Clone`.
+#[derive(Clone, Debug)]
+enum Mistake {
+    Mismatch(String),
+    Config(String),
+}
+
+impl From<Mistake> for Error {
+    fn from(mistake: Mistake) -> Self {
+        match mistake {
+            Mistake::Mismatch(message) => Error::Mismatch(message),
+            Mistake::Config(message) => Error::Config(message),
+        }
+    }
 }
 
 impl InferBuilder {
@@ -52,6 +75,8 @@ impl InferBuilder {
                 ..Default::default()
             },
             timeout,
+            idempotent: None,
+            headers: Vec::new(),
             error: None,
         }
     }
@@ -84,10 +109,41 @@ impl InferBuilder {
         self
     }
 
+    /// Whether this request may be retried on `UNAVAILABLE`. Default: as
+    /// the client's [`RetryPolicy`](crate::RetryPolicy) says, and never for
+    /// a request with a `sequence_id` parameter.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Adds a metadata header to this request only (on top of the
+    /// client's); an invalid name or value is an [`Error::Config`].
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let key = AsciiMetadataKey::from_bytes(name.as_bytes());
+        let parsed = AsciiMetadataValue::try_from(value);
+        match (key, parsed) {
+            (Ok(key), Ok(value)) => {
+                self.headers.push((key, value));
+                self
+            }
+            _ => self.fail_with(Mistake::Config(format!(
+                "invalid header '{name}: {value}' (names are lower-case ASCII, values visible ASCII)"
+            ))),
+        }
+    }
+
     /// Adds an input tensor of fixed-size elements; `data` is flat,
     /// row-major, and must hold exactly the product of `shape` elements.
-    pub fn input<T: Element>(self, name: impl Into<String>, shape: &[i64], data: &[T]) -> Self {
+    /// The shape is any list of `i64`: `[1, 784]`, `&[1, 784]`, a `Vec`.
+    pub fn input<T: Element>(
+        self,
+        name: impl Into<String>,
+        shape: impl AsRef<[i64]>,
+        data: &[T],
+    ) -> Self {
         let name = name.into();
+        let shape = shape.as_ref();
         match self.check_count(&name, shape, data.len()) {
             Ok(()) => self.push_input(name, T::DATATYPE, shape, codec::encode(data)),
             Err(message) => self.fail(message),
@@ -99,10 +155,11 @@ impl InferBuilder {
     pub fn input_bytes<B: AsRef<[u8]>>(
         self,
         name: impl Into<String>,
-        shape: &[i64],
+        shape: impl AsRef<[i64]>,
         data: &[B],
     ) -> Self {
         let name = name.into();
+        let shape = shape.as_ref();
         let encoded = self
             .check_count(&name, shape, data.len())
             .and_then(|()| codec::encode_bytes(data).map_err(|e| format!("input '{name}': {e}")));
@@ -121,10 +178,11 @@ impl InferBuilder {
         self,
         name: impl Into<String>,
         datatype: Datatype,
-        shape: &[i64],
+        shape: impl AsRef<[i64]>,
         bytes: Vec<u8>,
     ) -> Self {
         let name = name.into();
+        let shape = shape.as_ref();
         let checked = shape_count(&name, shape).and_then(|count| {
             codec::validate_raw(datatype, &bytes, count).map_err(|e| format!("input '{name}': {e}"))
         });
@@ -151,7 +209,7 @@ impl InferBuilder {
     /// [`Error::Mismatch`] describing the first mistake in the inputs.
     pub fn build(self) -> Result<pb::ModelInferRequest> {
         match self.error {
-            Some(message) => Err(Error::Mismatch(message)),
+            Some(mistake) => Err(mistake.into()),
             None => Ok(self.request),
         }
     }
@@ -162,10 +220,18 @@ impl InferBuilder {
     /// [`Error::Mismatch`] for a mistake in the inputs (nothing is sent);
     /// [`Error::Status`] if the server or transport fails the call.
     pub async fn send(self) -> Result<InferResponse> {
-        let client = self.client.clone();
-        let timeout = self.timeout;
-        let request = self.build()?;
-        let response = client.infer_with_timeout(request, timeout).await?;
+        if let Some(mistake) = self.error {
+            return Err(mistake.into());
+        }
+        let retry = self
+            .idempotent
+            .unwrap_or_else(|| self.client.may_retry_inference(&self.request));
+        let call = Call {
+            timeout: self.timeout,
+            retry,
+            headers: &self.headers,
+        };
+        let response = self.client.infer_with(self.request, call).await?;
         Ok(InferResponse::from(response))
     }
 
@@ -195,8 +261,12 @@ impl InferBuilder {
         self
     }
 
-    fn fail(mut self, message: String) -> Self {
-        self.error.get_or_insert(message);
+    fn fail(self, message: String) -> Self {
+        self.fail_with(Mistake::Mismatch(message))
+    }
+
+    fn fail_with(mut self, mistake: Mistake) -> Self {
+        self.error.get_or_insert(mistake);
         self
     }
 }

@@ -7,6 +7,10 @@
 //!   name, datatype, shape and raw bytes, restricted to the requested outputs;
 //! - `sleep`: waits `sleep_ms` (request parameter) before answering;
 //! - `big`: answers one UINT8 output of `size` (request parameter) bytes;
+//! - `headers`: answers a BYTES output `headers` of `name=value` for each
+//!   request header, sorted;
+//! - `flaky`: fails with UNAVAILABLE while [`Mock::fail_next`] has failures
+//!   left, then answers like `echo`;
 //! - anything else: NOT_FOUND, prefixed with the request id like the
 //!   reference server.
 
@@ -18,7 +22,14 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/mock_server/inference.rs"));
 }
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use generated::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
@@ -32,16 +43,54 @@ pub(crate) const SERVICE: &str = "inference.GRPCInferenceService";
 pub(crate) struct Mock {
     pub(crate) addr: SocketAddr,
     pub(crate) health: HealthReporter,
+    state: Arc<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `ModelInfer` calls received.
+    infers: AtomicUsize,
+    /// How many more `flaky` calls fail.
+    failures_left: AtomicUsize,
 }
 
 impl Mock {
     pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// `ModelInfer` calls this server has received.
+    pub(crate) fn infers(&self) -> usize {
+        self.state.infers.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next `n` calls to `flaky` fail with UNAVAILABLE.
+    pub(crate) fn fail_next(&self, n: usize) {
+        self.state.failures_left.store(n, Ordering::SeqCst);
+    }
 }
 
 /// Serves the mock on `127.0.0.1:0` until the test's runtime ends.
 pub(crate) async fn start() -> Mock {
+    start_with(tonic::transport::Server::builder()).await
+}
+
+/// Serves the mock over TLS with the test certificate for `localhost` and
+/// `127.0.0.1` (signed by `client/tests/tls/ca.pem`).
+#[cfg(feature = "tls")]
+pub(crate) async fn start_tls() -> Mock {
+    let identity = tonic::transport::Identity::from_pem(
+        include_str!("../tests/tls/server.pem"),
+        include_str!("../tests/tls/server.key"),
+    );
+    let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    let builder = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("the test certificate is valid");
+    start_with(builder).await
+}
+
+async fn start_with(mut builder: tonic::transport::Server) -> Mock {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback is bindable in tests");
@@ -50,19 +99,29 @@ pub(crate) async fn start() -> Mock {
     health
         .set_not_serving::<GrpcInferenceServiceServer<MockService>>()
         .await;
-    let inference = GrpcInferenceServiceServer::new(MockService)
+    let state = Arc::new(State::default());
+    let service = MockService {
+        state: Arc::clone(&state),
+    };
+    let inference = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(inference)
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    Mock { addr, health }
+    Mock {
+        addr,
+        health,
+        state,
+    }
 }
 
-pub(crate) struct MockService;
+pub(crate) struct MockService {
+    state: Arc<State>,
+}
 
 #[tonic::async_trait]
 impl GrpcInferenceService for MockService {
@@ -124,6 +183,8 @@ impl GrpcInferenceService for MockService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        self.state.infers.fetch_add(1, Ordering::SeqCst);
+        let headers = header_list(request.metadata());
         let request = request.into_inner();
         let mut response = pb::ModelInferResponse {
             model_name: request.model_name.clone(),
@@ -133,6 +194,22 @@ impl GrpcInferenceService for MockService {
         };
         match request.model_name.as_str() {
             "echo" => echo(&request, &mut response),
+            "flaky" => {
+                let failing = self
+                    .state
+                    .failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    return Err(Status::unavailable("flaky: failing on purpose"));
+                }
+                echo(&request, &mut response);
+            }
+            "headers" => {
+                let raw = crate::codec::encode_bytes(&headers).expect("short headers");
+                let shape = vec![headers.len() as i64];
+                push_output(&mut response, "headers", "BYTES", shape, raw);
+            }
             "sleep" => {
                 let ms = uint_parameter(&request, "sleep_ms");
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -156,6 +233,21 @@ impl GrpcInferenceService for MockService {
         }
         Ok(Response::new(response))
     }
+}
+
+/// Every ASCII header of a request as `name=value`, sorted.
+fn header_list(metadata: &tonic::metadata::MetadataMap) -> Vec<String> {
+    let mut headers: Vec<String> = metadata
+        .iter()
+        .filter_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(key, value) => {
+                Some(format!("{}={}", key, value.to_str().unwrap_or("?")))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect();
+    headers.sort();
+    headers
 }
 
 fn echo(request: &pb::ModelInferRequest, response: &mut pb::ModelInferResponse) {

@@ -39,6 +39,17 @@ impl InferResponse {
         self.outputs().find(|output| output.name() == name)
     }
 
+    /// The output called `name`, or [`Error::Mismatch`] naming the outputs
+    /// the response does have; handy with `?`.
+    pub fn try_output(&self, name: &str) -> Result<Output<'_>> {
+        self.output(name).ok_or_else(|| {
+            let names: Vec<&str> = self.outputs().map(|o| o.name()).collect();
+            Error::mismatch(format!(
+                "the response has no output '{name}' (it has {names:?})"
+            ))
+        })
+    }
+
     /// Every output, in the order the server sent them.
     pub fn outputs(&self) -> impl ExactSizeIterator<Item = Output<'_>> + '_ {
         self.inner
@@ -173,6 +184,18 @@ impl<'a> Output<'a> {
         as_f64 => f64,
     }
 
+    /// The elements of an `FP16` output; see [`Output::to_vec`].
+    #[cfg(feature = "half")]
+    pub fn as_f16(&self) -> Result<Vec<half::f16>> {
+        self.to_vec()
+    }
+
+    /// The elements of a `BF16` output; see [`Output::to_vec`].
+    #[cfg(feature = "half")]
+    pub fn as_bf16(&self) -> Result<Vec<half::bf16>> {
+        self.to_vec()
+    }
+
     /// The elements of a `BYTES` output.
     ///
     /// # Errors
@@ -218,7 +241,7 @@ impl<'a> Output<'a> {
         }
     }
 
-    fn decode_error(&self, message: impl std::fmt::Display) -> Error {
+    pub(crate) fn decode_error(&self, message: impl std::fmt::Display) -> Error {
         Error::decode(format!("output '{}': {message}", self.name()))
     }
 }

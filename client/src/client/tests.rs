@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::{Datatype, InferResponse, mock};
+use tonic::transport::Endpoint;
 
 async fn connected() -> (mock::Mock, Client) {
     let mock = mock::start().await;
@@ -71,19 +72,19 @@ async fn typed_inference_round_trips_every_datatype() {
         .infer("echo")
         .version("1")
         .id("req-1")
-        .input("f32", &[1, 784], &image)
-        .input("f64", &[2], &[0.5f64, -0.5])
-        .input("i8", &[2], &[i8::MIN, i8::MAX])
-        .input("i16", &[1], &[i16::MIN])
-        .input("i32", &[1], &[i32::MIN])
-        .input("i64", &[1], &[i64::MIN])
-        .input("u8", &[1], &[u8::MAX])
-        .input("u16", &[1], &[u16::MAX])
-        .input("u32", &[1], &[u32::MAX])
-        .input("u64", &[1], &[u64::MAX])
-        .input("bool", &[3], &[true, false, true])
-        .input_bytes("bytes", &[3], &[&b""[..], b"\xff\x00", "é".as_bytes()])
-        .input_raw("fp16", Datatype::Fp16, &[1], vec![0x00, 0x3c])
+        .input("f32", [1, 784], &image)
+        .input("f64", [2], &[0.5f64, -0.5])
+        .input("i8", [2], &[i8::MIN, i8::MAX])
+        .input("i16", [1], &[i16::MIN])
+        .input("i32", [1], &[i32::MIN])
+        .input("i64", [1], &[i64::MIN])
+        .input("u8", [1], &[u8::MAX])
+        .input("u16", [1], &[u16::MAX])
+        .input("u32", [1], &[u32::MAX])
+        .input("u64", [1], &[u64::MAX])
+        .input("bool", [3], &[true, false, true])
+        .input_bytes("bytes", [3], &[&b""[..], b"\xff\x00", "é".as_bytes()])
+        .input_raw("fp16", Datatype::Fp16, [1], vec![0x00, 0x3c])
         .send()
         .await
         .unwrap();
@@ -117,8 +118,8 @@ async fn requested_outputs_are_sent() {
     let (_mock, client) = connected().await;
     let response = client
         .infer("echo")
-        .input("a", &[1], &[1u8])
-        .input("b", &[1], &[2u8])
+        .input("a", [1], &[1u8])
+        .input("b", [1], &[2u8])
         .output("b")
         .send()
         .await
@@ -141,7 +142,7 @@ async fn infer_raw_sends_the_message_as_is() {
     let (_mock, client) = connected().await;
     let mut request = client
         .infer("echo")
-        .input("a", &[2], &[1u8, 2])
+        .input("a", [2], &[1u8, 2])
         .build()
         .unwrap();
     // Deliberately inconsistent: the typed builder would refuse this.
@@ -191,7 +192,7 @@ async fn default_message_limit_exceeds_tonics_4_mib() {
     let payload = vec![0u8; size];
     let response = client
         .infer("echo")
-        .input("x", &[size as i64], &payload)
+        .input("x", [size as i64], &payload)
         .send()
         .await;
     assert_eq!(
@@ -225,7 +226,7 @@ async fn message_limit_is_configurable_both_ways() {
     let payload = vec![0u8; 2 << 20];
     let err = client
         .infer("echo")
-        .input("x", &[payload.len() as i64], &payload)
+        .input("x", [payload.len() as i64], &payload)
         .send()
         .await
         .unwrap_err();
@@ -283,4 +284,24 @@ async fn invalid_endpoints_are_connect_errors() {
     let err = Client::connect("not a uri").await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(Client::builder("").connect_lazy().is_err());
+}
+
+#[cfg(feature = "half")]
+#[tokio::test]
+async fn half_precision_inputs_travel_as_fp16_and_bf16() {
+    use half::{bf16, f16};
+    let (_mock, client) = connected().await;
+    let h = [f16::from_f32(0.5), f16::MAX, f16::NEG_INFINITY];
+    let b = [bf16::from_f32(-3.0), bf16::MIN_POSITIVE];
+    let response = client
+        .infer("echo")
+        .input("h", [3], &h)
+        .input("b", [1, 2], &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.output("h").unwrap().datatype(), "FP16");
+    assert_eq!(response.output("h").unwrap().as_f16().unwrap(), h);
+    assert_eq!(response.output("b").unwrap().datatype(), "BF16");
+    assert_eq!(response.output("b").unwrap().as_bf16().unwrap(), b);
 }

@@ -171,3 +171,22 @@ fn validate_raw_checks_fixed_sizes_and_bytes_streams() {
     assert!(validate_raw(Datatype::Bytes, &raw[..raw.len() - 1], 2).is_err());
     assert!(validate_raw(Datatype::Bytes, &[], 0).is_ok());
 }
+
+#[cfg(feature = "half")]
+#[test]
+fn half_precision_round_trips_little_endian() {
+    use half::{bf16, f16};
+    assert_eq!(<f16 as Element>::DATATYPE, Datatype::Fp16);
+    assert_eq!(<bf16 as Element>::DATATYPE, Datatype::Bf16);
+    round_trip(
+        &[f16::from_f32(1.0), f16::from_f32(-2.0)],
+        &[0x00, 0x3c, 0x00, 0xc0],
+    );
+    round_trip(
+        &[bf16::from_f32(1.0), bf16::from_f32(-2.0)],
+        &[0x80, 0x3f, 0x00, 0xc0],
+    );
+    assert!(decode::<f16>(&[0, 0x3c, 0], 1).is_err());
+    let nan = decode::<bf16>(&encode(&[bf16::NAN]), 1).unwrap();
+    assert!(nan[0].is_nan());
+}

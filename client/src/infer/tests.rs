@@ -22,10 +22,10 @@ async fn builds_raw_inputs_in_order() {
         .version("2")
         .id("req-1")
         .parameter("priority", 3i64)
-        .input("x", &[2, 2], &[1.0f32, 2.0, 3.0, 4.0])
-        .input("mask", &[2], &[true, false])
-        .input_bytes("text", &[2], &["hé", ""])
-        .input_raw("half", Datatype::Fp16, &[1], vec![0x00, 0x3c])
+        .input("x", [2, 2], &[1.0f32, 2.0, 3.0, 4.0])
+        .input("mask", [2], &[true, false])
+        .input_bytes("text", [2], &["hé", ""])
+        .input_raw("half", Datatype::Fp16, [1], vec![0x00, 0x3c])
         .output("y")
         .output("z")
         .build()
@@ -67,15 +67,15 @@ async fn input_accepts_every_element_type_and_vec_references() {
     let data = vec![1i64, 2, 3];
     let request = client()
         .infer("m")
-        .input("a", &[3], &data)
-        .input("b", &[1], &[1u8])
-        .input("c", &[1], &[1u16])
-        .input("d", &[1], &[1u32])
-        .input("e", &[1], &[1u64])
-        .input("f", &[1], &[1i8])
-        .input("g", &[1], &[1i16])
-        .input("h", &[1], &[1i32])
-        .input("i", &[1], &[1f64])
+        .input("a", [3], &data)
+        .input("b", [1], &[1u8])
+        .input("c", [1], &[1u16])
+        .input("d", [1], &[1u32])
+        .input("e", [1], &[1u64])
+        .input("f", [1], &[1i8])
+        .input("g", [1], &[1i16])
+        .input("h", [1], &[1i32])
+        .input("i", [1], &[1f64])
         .build()
         .unwrap();
     let datatypes: Vec<_> = request.inputs.iter().map(|i| i.datatype.as_str()).collect();
@@ -89,22 +89,18 @@ async fn input_accepts_every_element_type_and_vec_references() {
 
 #[tokio::test]
 async fn scalars_have_an_empty_shape_and_one_element() {
-    let request = client()
-        .infer("m")
-        .input("s", &[], &[5i32])
-        .build()
-        .unwrap();
+    let request = client().infer("m").input("s", [], &[5i32]).build().unwrap();
     assert_eq!(request.raw_input_contents, [vec![5, 0, 0, 0]]);
 }
 
 #[tokio::test]
 async fn element_count_must_match_the_shape() {
-    let message = mismatch(client().infer("m").input("x", &[1, 784], &[0.0f32; 783]));
+    let message = mismatch(client().infer("m").input("x", [1, 784], &[0.0f32; 783]));
     assert_eq!(
         message,
         "input 'x': shape [1, 784] holds 784 elements, got 783"
     );
-    let message = mismatch(client().infer("m").input_bytes("t", &[3], &["a", "b"]));
+    let message = mismatch(client().infer("m").input_bytes("t", [3], &["a", "b"]));
     assert_eq!(message, "input 't': shape [3] holds 3 elements, got 2");
 }
 
@@ -133,14 +129,14 @@ async fn raw_inputs_are_validated() {
     let message = mismatch(
         client()
             .infer("m")
-            .input_raw("h", Datatype::Bf16, &[2], vec![0; 3]),
+            .input_raw("h", Datatype::Bf16, [2], vec![0; 3]),
     );
     assert_eq!(message, "input 'h': 2 BF16 elements need 4 bytes, got 3");
     let truncated = vec![3, 0, 0, 0, b'a'];
     let message = mismatch(
         client()
             .infer("m")
-            .input_raw("t", Datatype::Bytes, &[1], truncated),
+            .input_raw("t", Datatype::Bytes, [1], truncated),
     );
     assert!(
         message.contains("claims 3 bytes, but only 1 remain"),
@@ -150,7 +146,7 @@ async fn raw_inputs_are_validated() {
     let message = mismatch(
         client()
             .infer("m")
-            .input_raw("t", Datatype::Bytes, &[3], two),
+            .input_raw("t", Datatype::Bytes, [3], two),
     );
     assert!(
         message.contains("should hold 3 elements, found 2"),
@@ -162,8 +158,8 @@ async fn raw_inputs_are_validated() {
 async fn duplicate_inputs_are_mismatches() {
     let builder = client()
         .infer("m")
-        .input("x", &[1], &[1.0f32])
-        .input("x", &[1], &[2.0f32]);
+        .input("x", [1], &[1.0f32])
+        .input("x", [1], &[2.0f32]);
     assert_eq!(mismatch(builder), "input 'x' given more than once");
 }
 
@@ -171,9 +167,9 @@ async fn duplicate_inputs_are_mismatches() {
 async fn the_first_mistake_is_reported() {
     let builder = client()
         .infer("m")
-        .input("a", &[2], &[1u8])
-        .input("b", &[-1], &[1u8])
-        .input("c", &[1], &[1u8]);
+        .input("a", [2], &[1u8])
+        .input("b", [-1], &[1u8])
+        .input("c", [1], &[1u8]);
     assert_eq!(
         mismatch(builder),
         "input 'a': shape [2] holds 2 elements, got 1"
@@ -185,7 +181,7 @@ async fn a_mismatch_is_reported_by_send_without_a_connection() {
     // The endpoint is unreachable: only a local check can answer this.
     let err = client()
         .infer("m")
-        .input("a", &[2], &[1u8])
+        .input("a", [2], &[1u8])
         .send()
         .await
         .unwrap_err();
@@ -196,7 +192,7 @@ async fn a_mismatch_is_reported_by_send_without_a_connection() {
 #[tokio::test]
 async fn requests_and_errors_can_cross_tasks() {
     fn assert_send<T: Send + 'static>(_: &T) {}
-    let send = client().infer("m").input("a", &[2], &[1u8]).send();
+    let send = client().infer("m").input("a", [2], &[1u8]).send();
     assert_send(&send);
     let err = send.await.unwrap_err();
     assert_send(&err);

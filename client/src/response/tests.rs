@@ -281,3 +281,46 @@ fn raw_blobs_pair_with_outputs_by_index() {
     assert!(short.output("b").unwrap().raw().is_none());
     assert_decode_error(short.output("b").unwrap().as_u8(), "no data");
 }
+
+#[cfg(feature = "half")]
+#[test]
+fn half_precision_outputs_read_typed() {
+    use half::{bf16, f16};
+    let r = raw_response("FP16", &[2], vec![0x00, 0x3c, 0x00, 0xc0]);
+    assert_eq!(
+        y(&r).as_f16().unwrap(),
+        [f16::from_f32(1.0), f16::from_f32(-2.0)]
+    );
+    assert!(matches!(y(&r).as_bf16(), Err(Error::Mismatch(_))));
+    let r = raw_response("BF16", &[1, 1], vec![0x80, 0x3f]);
+    assert_eq!(y(&r).as_bf16().unwrap(), [bf16::ONE]);
+    assert_decode_error(
+        raw_response("BF16", &[2], vec![0x80])
+            .output("y")
+            .unwrap()
+            .as_bf16(),
+        "bytes",
+    );
+    // Half floats have no typed contents field.
+    let typed = typed_response(
+        "FP16",
+        &[1],
+        InferTensorContents {
+            fp32_contents: vec![1.0],
+            ..Default::default()
+        },
+    );
+    assert_decode_error(y(&typed).as_f16(), "raw only");
+    let empty = typed_response("FP16", &[0], InferTensorContents::default());
+    assert_eq!(y(&empty).as_f16().unwrap(), []);
+}
+
+#[test]
+fn a_missing_output_is_a_mismatch_naming_the_others() {
+    let r = raw_response("UINT8", &[1], vec![1]);
+    assert_eq!(r.try_output("y").unwrap().as_u8().unwrap(), [1]);
+    match r.try_output("z") {
+        Err(Error::Mismatch(m)) => assert!(m.contains("'z'") && m.contains("[\"y\"]"), "{m}"),
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
