@@ -9,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-scripts/setup.sh
+scripts/setup.sh --dev
 scripts/install-grpcurl.sh
 
 echo "== cargo fmt"
@@ -20,6 +20,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p oxserve --lib --features cuda -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+# The SDK's optional features (TLS, half, ndarray) have tests of their own.
+cargo test -p oxserve-client --all-features
 cargo build --bin oxserve
 echo "== deployment checks (Dockerfile, k8s, Traefik)"
 scripts/check-deploy.sh

@@ -63,7 +63,7 @@ async fn typed_readers_decode_what_the_server_returns() {
     let c = &server.client;
     let r = c
         .infer("identity_int64")
-        .input("INPUT0", &[1, 3], &[-1i64, 0, i64::MAX])
+        .input("INPUT0", [1, 3], &[-1i64, 0, i64::MAX])
         .send()
         .await
         .unwrap();
@@ -73,7 +73,7 @@ async fn typed_readers_decode_what_the_server_returns() {
     );
     let r = c
         .infer("identity_bool")
-        .input("INPUT0", &[1, 2], &[true, false])
+        .input("INPUT0", [1, 2], &[true, false])
         .send()
         .await
         .unwrap();
@@ -83,7 +83,7 @@ async fn typed_readers_decode_what_the_server_returns() {
     );
     let r = c
         .infer("identity_uint16")
-        .input("INPUT0", &[2, 1], &[7u16, 65535])
+        .input("INPUT0", [2, 1], &[7u16, 65535])
         .send()
         .await
         .unwrap();
@@ -93,7 +93,7 @@ async fn typed_readers_decode_what_the_server_returns() {
     );
     let r = c
         .infer("identity_fp64")
-        .input("INPUT0", &[1, 2], &[0.25f64, -3.5])
+        .input("INPUT0", [1, 2], &[0.25f64, -3.5])
         .send()
         .await
         .unwrap();
@@ -118,7 +118,7 @@ async fn bytes_round_trip_exactly_including_empty_and_non_utf8() {
     let r = server
         .client
         .infer("identity_bytes")
-        .input_bytes("INPUT0", &[2, 3], &elements)
+        .input_bytes("INPUT0", [2, 3], &elements)
         .send()
         .await
         .unwrap();
@@ -279,8 +279,8 @@ async fn several_inputs_and_a_subset_of_outputs() {
         .client
         .infer("add_sub")
         .id("req-42")
-        .input("INPUT1", &[2, 16], &b)
-        .input("INPUT0", &[2, 16], &a)
+        .input("INPUT1", [2, 16], &b)
+        .input("INPUT0", [2, 16], &a)
         .send()
         .await
         .unwrap();
@@ -299,8 +299,8 @@ async fn several_inputs_and_a_subset_of_outputs() {
     let r = server
         .client
         .infer("add_sub")
-        .input("INPUT0", &[2, 16], &a)
-        .input("INPUT1", &[2, 16], &b)
+        .input("INPUT0", [2, 16], &a)
+        .input("INPUT1", [2, 16], &b)
         .output("OUTPUT1")
         .send()
         .await
@@ -316,7 +316,7 @@ async fn the_highest_version_answers_unless_one_is_named() {
     let server = start(config(&test_models())).await;
     let c = &server.client;
     let call = |version: Option<&'static str>| async move {
-        let mut b = c.infer("versioned").input("INPUT0", &[1, 1], &[10.0f32]);
+        let mut b = c.infer("versioned").input("INPUT0", [1, 1], &[10.0f32]);
         if let Some(v) = version {
             b = b.version(v);
         }
@@ -356,7 +356,7 @@ async fn mlp_batches_rows_independently() {
     let r = server
         .client
         .infer("mlp")
-        .input("input", &[3, 784], &batch)
+        .input("input", [3, 784], &batch)
         .send()
         .await
         .unwrap();
@@ -367,7 +367,7 @@ async fn mlp_batches_rows_independently() {
         let single = server
             .client
             .infer("mlp")
-            .input("input", &[1, 784], row)
+            .input("input", [1, 784], row)
             .send()
             .await
             .unwrap();
@@ -392,7 +392,7 @@ async fn intent_classifies_text() {
     let r = server
         .client
         .infer("intent")
-        .input_bytes("text", &[3, 1], &texts)
+        .input_bytes("text", [3, 1], &texts)
         .send()
         .await
         .unwrap();
@@ -414,7 +414,7 @@ async fn messages_above_tonics_4_mib_default_are_accepted() {
     let r = server
         .client
         .infer("identity_fp32")
-        .input("INPUT0", &[16, data.len() as i64 / 16], &data)
+        .input("INPUT0", [16, data.len() as i64 / 16], &data)
         .send()
         .await
         .unwrap();

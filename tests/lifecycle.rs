@@ -101,7 +101,7 @@ async fn strict_readiness_waits_for_every_model() {
     assert_eq!(c.health_check("").await.unwrap(), ServingStatus::Serving);
     let r = c
         .infer("versioned")
-        .input("INPUT0", &[1, 1], &[1.0f32])
+        .input("INPUT0", [1, 1], &[1.0f32])
         .send()
         .await
         .unwrap();

@@ -50,7 +50,7 @@ async fn infer_mlp(
     let data = vec![0.25f32; rows * 784];
     let r = client
         .infer(name)
-        .input("input", &[rows as i64, 784], &data)
+        .input("input", [rows as i64, 784], &data)
         .send()
         .await?;
     r.output("output").unwrap().as_f32()
@@ -163,10 +163,9 @@ async fn an_invalid_config_fails_only_its_model_naming_the_field() {
         let status = model_config(c, model).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
     }
-    assert!(
-        !c.is_ready().await.unwrap() || !Path::new("/nonexistent").exists(),
-        "strict readiness is off in this config"
-    );
+    // Readiness is relaxed in the test config, so the good model keeps the
+    // server ready despite the broken ones.
+    assert!(c.is_ready().await.unwrap());
     server.stop().await.unwrap();
 }
 

@@ -40,6 +40,7 @@ async fn serve(extra: &[&str]) -> (Server, Client) {
         .args(["serve", "--model-repository"])
         .arg(test_models())
         .args(["--grpc-address", &addr, "--strict-readiness", "false"])
+        .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -157,6 +158,7 @@ fn an_unusable_onnx_runtime_is_a_clear_error_not_a_panic() {
         .args(["serve", "--model-repository"])
         .arg(test_models())
         .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics", "false"])
         .args(["--onnxruntime-library", not_a_library])
         .output()
         .unwrap();

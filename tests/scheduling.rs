@@ -33,28 +33,29 @@ fn spin(
     client: &Client,
     iterations: i64,
 ) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
-    let client = client.clone();
-    tokio::spawn(async move {
-        client
-            .infer("spin")
-            .input("ITERATIONS", &[1], &[iterations])
-            .send()
-            .await
-    })
+    spin_call(client, iterations, None)
 }
 
+/// A one-iteration `spin` request with a `timeout` parameter.
 fn spin_with_timeout_param(
     client: &Client,
     micros: i64,
 ) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
+    spin_call(client, 1, Some(micros))
+}
+
+fn spin_call(
+    client: &Client,
+    iterations: i64,
+    timeout_micros: Option<i64>,
+) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
     let client = client.clone();
     tokio::spawn(async move {
-        client
-            .infer("spin")
-            .input("ITERATIONS", &[1], &[1i64])
-            .parameter("timeout", micros)
-            .send()
-            .await
+        let mut call = client.infer("spin").input("ITERATIONS", [1], &[iterations]);
+        if let Some(micros) = timeout_micros {
+            call = call.parameter("timeout", micros);
+        }
+        call.send().await
     })
 }
 
@@ -103,7 +104,7 @@ async fn concurrent_requests_run_as_one_batch_and_get_their_own_rows_back() {
                 let data: Vec<f32> = (0..rows * 4).map(|i| base + i as f32).collect();
                 let r = client
                     .infer("identity_fp32")
-                    .input("INPUT0", &[rows as i64, 4], &data)
+                    .input("INPUT0", [rows as i64, 4], &data)
                     .send()
                     .await
                     .unwrap();
@@ -155,7 +156,7 @@ async fn only_requests_with_the_same_non_batch_shape_batch_together() {
                 let data = vec![1.0f32; width as usize];
                 client
                     .infer("identity_fp32")
-                    .input("INPUT0", &[1, width], &data)
+                    .input("INPUT0", [1, width], &data)
                     .send()
                     .await
                     .unwrap();
@@ -214,7 +215,7 @@ async fn requests_past_their_deadline_are_dropped_unexecuted() {
     // The client's own gRPC deadline (grpc-timeout) works the same way.
     let e = c
         .infer("spin")
-        .input("ITERATIONS", &[1], &[1i64])
+        .input("ITERATIONS", [1], &[1i64])
         .timeout(Some(Duration::from_millis(20)))
         .send()
         .await
@@ -293,14 +294,14 @@ async fn statistics_count_successes_and_failures() {
     let c = &server.client;
     for _ in 0..3 {
         c.infer("add_sub")
-            .input("INPUT0", &[1, 16], &[0.0f32; 16])
-            .input("INPUT1", &[1, 16], &[0.0f32; 16])
+            .input("INPUT0", [1, 16], &[0.0f32; 16])
+            .input("INPUT1", [1, 16], &[0.0f32; 16])
             .send()
             .await
             .unwrap();
     }
     c.infer("add_sub")
-        .input("INPUT0", &[1, 16], &[0.0f32; 16])
+        .input("INPUT0", [1, 16], &[0.0f32; 16])
         .send()
         .await
         .unwrap_err();

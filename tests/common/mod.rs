@@ -32,6 +32,8 @@ pub(crate) fn example_models() -> PathBuf {
 /// A running server; stop it with [`TestServer::stop`].
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
+    /// Where its Prometheus metrics are served.
+    pub(crate) metrics_addr: SocketAddr,
     pub(crate) client: Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
@@ -62,10 +64,17 @@ pub(crate) async fn spawn(config: Config) -> TestServer {
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
     let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(oxserve::run(config, listener, async move {
-        let _ = signal.await;
-    }));
+    let task = tokio::spawn(oxserve::run_with_metrics(
+        config,
+        listener,
+        Some(metrics),
+        async move {
+            let _ = signal.await;
+        },
+    ));
     let client = Client::builder(format!("http://{addr}"))
         .timeout(Duration::from_secs(60))
         .connect()
@@ -73,6 +82,7 @@ pub(crate) async fn spawn(config: Config) -> TestServer {
         .expect("the listener is bound, so connecting succeeds");
     TestServer {
         addr,
+        metrics_addr,
         client,
         shutdown: Some(shutdown),
         task,
@@ -141,7 +151,7 @@ pub(crate) fn slow_call(
         let matrix = vec![1e-3f32; n * n];
         client
             .infer("slow")
-            .input("INPUT0", &[n as i64, n as i64], &matrix)
+            .input("INPUT0", [n as i64, n as i64], &matrix)
             .send()
             .await
     })

@@ -117,7 +117,7 @@ def test_hadolint():
         "hadolint"
     )
     if hadolint is None:
-        pytest.skip("hadolint not installed (requirements.txt installs it on x86_64 Linux)")
+        pytest.skip("hadolint not installed (requirements-dev.txt installs it on x86_64 Linux)")
     proc = subprocess.run(
         [hadolint, "--failure-threshold", "style", str(DOCKERFILE)],
         capture_output=True, text=True, timeout=60,

@@ -1,0 +1,230 @@
+//! Prometheus metrics after known traffic: exact counters and histogram
+//! counts, and agreement with ModelStatistics.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{config, start, test_models};
+use oxserve_client::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+/// GETs `path` and returns (status line, body).
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// Every sample as `name{labels}` → value.
+fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key}"))
+}
+
+const FP32: &str = "model=\"identity_fp32\",version=\"1\"";
+
+#[tokio::test]
+async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
+    let mut cfg = config(&test_models());
+    cfg.max_batch_size = 4;
+    cfg.max_queue_delay = Duration::from_millis(200);
+    let server = start(cfg).await;
+    let c = &server.client;
+
+    // Four single rows fill a batch at once: one execution of 4.
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.infer("identity_fp32")
+                    .input("INPUT0", [1, 4], &[i as f32; 4])
+                    .send()
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Two rows alone wait out the 200 ms delay: one execution of 2.
+    c.infer("identity_fp32")
+        .input("INPUT0", [2, 4], &[1.0f32; 8])
+        .send()
+        .await
+        .unwrap();
+    // A 1 ms timeout cannot outlast the 200 ms batching delay.
+    let e = c
+        .infer("identity_fp32")
+        .input("INPUT0", [1, 4], &[1.0f32; 4])
+        .parameter("timeout", 1000i64)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::DeadlineExceeded), "{e}");
+    // Two invalid requests to another model.
+    for _ in 0..2 {
+        let e = c
+            .infer("add_sub")
+            .input("INPUT0", [1, 16], &[0.0f32; 16])
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(Code::InvalidArgument));
+    }
+
+    // The timed-out request leaves the queue when the worker next looks at
+    // it (at the end of the batching delay); wait for that.
+    let pending = format!("oxserve_pending_requests{{{FP32}}}");
+    let mut body = String::new();
+    for _ in 0..100 {
+        let (status, text) = get(server.metrics_addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        body = text;
+        if samples(&body).get(&pending) == Some(&0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = samples(&body);
+    assert_eq!(
+        value(&m, &format!("oxserve_requests_total{{{FP32},code=\"OK\"}}")),
+        5.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("oxserve_requests_total{{{FP32},code=\"DEADLINE_EXCEEDED\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "oxserve_requests_total{model=\"add_sub\",version=\"1\",code=\"INVALID_ARGUMENT\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, &format!("oxserve_executions_total{{{FP32}}}")),
+        2.0
+    );
+    assert_eq!(
+        value(&m, &format!("oxserve_inferences_total{{{FP32}}}")),
+        6.0
+    );
+    assert_eq!(
+        value(&m, &format!("oxserve_batch_size_count{{{FP32}}}")),
+        2.0
+    );
+    assert_eq!(value(&m, &format!("oxserve_batch_size_sum{{{FP32}}}")), 6.0);
+    assert_eq!(
+        value(&m, &format!("oxserve_batch_size_bucket{{{FP32},le=\"2\"}}")),
+        1.0
+    );
+    assert_eq!(
+        value(&m, &format!("oxserve_batch_size_bucket{{{FP32},le=\"4\"}}")),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("oxserve_request_duration_seconds_count{{{FP32}}}")
+        ),
+        6.0
+    );
+    assert_eq!(
+        value(&m, &format!("oxserve_pending_requests{{{FP32}}}")),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "oxserve_model_state{model=\"identity_fp32\",version=\"1\",state=\"ready\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "oxserve_model_state{model=\"broken\",version=\"1\",state=\"failed\"}"
+        ),
+        1.0
+    );
+    assert!(value(&m, "process_resident_memory_bytes") > 1e6);
+    assert!(
+        body.contains("# HELP oxserve_queue_duration_seconds"),
+        "described once with help text"
+    );
+
+    // ModelStatistics counts the same events.
+    let mut inference = c.inference_client();
+    let stats = inference
+        .model_statistics(pb::ModelStatisticsRequest {
+            name: "identity_fp32".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model_stats
+        .remove(0);
+    let s = stats.inference_stats.unwrap();
+    assert_eq!(
+        s.success.unwrap().count as f64,
+        value(&m, &format!("oxserve_requests_total{{{FP32},code=\"OK\"}}"))
+    );
+    assert_eq!(s.fail.unwrap().count, 1);
+    assert_eq!(
+        stats.execution_count as f64,
+        value(&m, &format!("oxserve_executions_total{{{FP32}}}"))
+    );
+    assert_eq!(
+        stats.inference_count as f64,
+        value(&m, &format!("oxserve_inferences_total{{{FP32}}}"))
+    );
+    let queue = s.queue.unwrap();
+    assert_eq!(
+        queue.count as f64,
+        value(
+            &m,
+            &format!("oxserve_queue_duration_seconds_count{{{FP32}}}")
+        )
+    );
+    let summed = value(&m, &format!("oxserve_queue_duration_seconds_sum{{{FP32}}}"));
+    assert!(
+        (queue.ns as f64 / 1e9 - summed).abs() < 1e-6,
+        "{} ns vs {summed} s",
+        queue.ns
+    );
+    assert_eq!(
+        s.compute_infer.unwrap().count as f64,
+        value(
+            &m,
+            &format!("oxserve_compute_infer_duration_seconds_count{{{FP32}}}")
+        )
+    );
+
+    let (status, _) = get(server.metrics_addr, "/elsewhere").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    server.stop().await.unwrap();
+}
