@@ -34,6 +34,9 @@ pub mod names {
     pub const EXECUTIONS: &str = "oxserve_executions_total";
     /// Requests waiting in the queue (`nv_inference_pending_request_count`).
     pub const PENDING: &str = "oxserve_pending_requests";
+    /// Requests in the server, from arrival to answer (queued or running);
+    /// the signal for scaling on load (no Triton counterpart).
+    pub const INFLIGHT: &str = "oxserve_inflight_requests";
     /// Time in the server per request (`nv_inference_request_duration_us`).
     pub const REQUEST_DURATION: &str = "oxserve_request_duration_seconds";
     /// Time waiting in the queue (`nv_inference_queue_duration_us`).
@@ -77,6 +80,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         None,
         "Requests waiting in the model version's queue.",
+    ),
+    (
+        names::INFLIGHT,
+        Kind::Gauge,
+        None,
+        "Requests in the server for the model version, queued or running.",
     ),
     (
         names::REQUEST_DURATION,
@@ -213,8 +222,13 @@ impl Metrics {
             self.recorder
                 .register_histogram(&Self::key(name, labels()), &METADATA)
         };
+        let gauge = |name| {
+            self.recorder
+                .register_gauge(&Self::key(name, labels()), &METADATA)
+        };
         VersionMetrics {
             owner: Some((Arc::clone(self), model.to_string(), version)),
+            inflight: gauge(names::INFLIGHT),
             requests: Default::default(),
             inferences: counter(names::INFERENCES),
             executions: counter(names::EXECUTIONS),
@@ -316,6 +330,7 @@ pub struct VersionMetrics {
     pub(crate) inferences: Counter,
     pub(crate) executions: Counter,
     pub(crate) pending: Gauge,
+    pub(crate) inflight: Gauge,
     pub(crate) request_duration: Histogram,
     pub(crate) queue_duration: Histogram,
     pub(crate) compute_input: Histogram,
@@ -333,6 +348,7 @@ impl Default for VersionMetrics {
             inferences: Counter::noop(),
             executions: Counter::noop(),
             pending: Gauge::noop(),
+            inflight: Gauge::noop(),
             request_duration: Histogram::noop(),
             queue_duration: Histogram::noop(),
             compute_input: Histogram::noop(),

@@ -69,6 +69,16 @@ struct BatchTally {
     output: Tally,
 }
 
+/// A request in flight; see [`VersionStats::in_flight`].
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a VersionStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.inflight.decrement(1.0);
+    }
+}
+
 /// Statistics of one model version.
 #[derive(Debug, Default)]
 pub struct VersionStats {
@@ -118,6 +128,13 @@ impl VersionStats {
     pub fn record_queue(&self, waited: Duration) {
         self.queue.add(waited);
         self.metrics.queue_duration.record(waited);
+    }
+
+    /// Counts a request as in flight until the guard is dropped (answered,
+    /// failed or cancelled alike).
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.metrics.inflight.increment(1.0);
+        InFlight(self)
     }
 
     /// Requests now waiting in the queue.

@@ -157,6 +157,10 @@ async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
         0.0
     );
     assert_eq!(
+        value(&m, &format!("oxserve_inflight_requests{{{FP32}}}")),
+        0.0
+    );
+    assert_eq!(
         value(
             &m,
             "oxserve_model_state{model=\"identity_fp32\",version=\"1\",state=\"ready\"}"

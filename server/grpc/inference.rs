@@ -174,7 +174,8 @@ impl InferenceService {
         let span = tracing::info_span!(
             "infer",
             model = %request.model_name,
-            version = %request.model_version,
+            requested_version = %request.model_version,
+            version = tracing::field::Empty,
             id = %request.id,
         );
         self.infer_in_span(request, grpc_deadline)
@@ -193,6 +194,8 @@ impl InferenceService {
             .repository
             .get(&request.model_name, &request.model_version)
             .map_err(|e| to_status(e, id))?;
+        tracing::Span::current().record("version", loaded.version);
+        let _in_flight = loaded.stats.in_flight();
         let result = async {
             let timeout = deadline::from_parameters(&loaded.model, &request.parameters)?;
             let deadline = loaded.deadline(grpc_deadline, timeout);
@@ -217,9 +220,15 @@ impl InferenceService {
             Err(e) => {
                 let status = to_status(e, id);
                 loaded.stats.record_failure(elapsed, status.code());
-                // Not at the default level: a client error is the client's
-                // news, and a flood of them must not flood the logs.
-                tracing::debug!(code = ?status.code(), message = status.message(), "request failed");
+                if status.code() == tonic::Code::Internal {
+                    // The server's own failure: operators must see it.
+                    tracing::error!(code = ?status.code(), error = status.message(), "inference failed");
+                } else {
+                    // Not at the default level: a client error is the
+                    // client's news, and a flood of them must not flood the
+                    // logs.
+                    tracing::debug!(code = ?status.code(), error = status.message(), "request failed");
+                }
                 Err(status)
             }
         }

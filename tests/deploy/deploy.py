@@ -25,6 +25,10 @@ BINARY = Path(os.environ.get("OXSERVE_BIN", ROOT / "target" / "debug" / "oxserve
 
 OVERLAYS = ("cpu", "gpu")
 COMPONENTS = ("inflight-hpa", "models-pvc")
+# The optional monitoring component (ServiceMonitor, PrometheusRule, Grafana
+# dashboard) lives beside the others' folder, not in it; render it as
+# "cpu+monitoring". Checked by test_monitoring.py, not part of RENDERINGS.
+MONITORING = K8S / "monitoring"
 # Every rendering the checks look at: each overlay, and the default overlay
 # with each optional component.
 RENDERINGS = OVERLAYS + tuple(f"cpu+{c}" for c in COMPONENTS)
@@ -71,6 +75,12 @@ def _kustomize(directory: Path) -> str:
     return proc.stdout
 
 
+def component_dir(component: str) -> Path:
+    """The folder of an optional component: k8s/components/<name>, or
+    k8s/monitoring for "monitoring"."""
+    return MONITORING if component == "monitoring" else K8S / "components" / component
+
+
 @functools.lru_cache(maxsize=None)
 def render_text(rendering: str) -> str:
     """The YAML `kubectl kustomize` renders for an overlay ("cpu") or an
@@ -86,7 +96,7 @@ def render_text(rendering: str) -> str:
             "apiVersion: kustomize.config.k8s.io/v1beta1\n"
             "kind: Kustomization\n"
             f"resources:\n  - {rel(K8S / 'overlays' / overlay)}\n"
-            f"components:\n  - {rel(K8S / 'components' / component)}\n"
+            f"components:\n  - {rel(component_dir(component))}\n"
         )
         return _kustomize(Path(tmp))
 
