@@ -158,6 +158,18 @@ const BATCH_BUCKETS: &[f64] = &[
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
+/// How often raw histogram samples are folded into buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Aborts a task when dropped, so the upkeep ends with the endpoint.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One server's metrics.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -273,6 +285,20 @@ impl Metrics {
 
     /// Serves `GET /metrics` on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        // Histogram samples are kept raw until upkeep folds them into their
+        // buckets; without it, memory would grow with every request between
+        // scrapes (the exporter's own installer runs this on a thread).
+        let upkeep = {
+            let metrics = Arc::clone(&self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(UPKEEP_EVERY);
+                loop {
+                    tick.tick().await;
+                    metrics.handle.run_upkeep();
+                }
+            })
+        };
+        let _stop_upkeep = AbortOnDrop(upkeep);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
