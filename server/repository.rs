@@ -154,7 +154,9 @@ impl Repository {
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.file_type()?.is_dir() {
+            // `Path::is_dir` follows symlinks: Kubernetes volumes (ConfigMap,
+            // git-sync) present model directories as links.
+            if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
             let mut model = Model::default();
@@ -165,7 +167,7 @@ impl Repository {
                 let Some(version) = file_name.to_str().and_then(canonical_version) else {
                     continue; // config files and other non-version entries
                 };
-                if version_dir.file_type()?.is_dir() {
+                if version_dir.path().is_dir() {
                     found.push(version);
                 }
             }

@@ -92,9 +92,12 @@ async fn configs_complete_and_apply() {
         ),
         ("auto", Some("instance_group [ { kind: KIND_AUTO } ]")),
     ]);
+    // Volumes mounted by Kubernetes present directories as symlinks.
+    std::os::unix::fs::symlink(repo.path().join("plain"), repo.path().join("linked")).unwrap();
     let server = start(config(repo.path())).await;
     let c = &server.client;
 
+    assert_eq!(infer_mlp(c, "linked", 1).await.unwrap().len(), 10);
     let plain = model_config(c, "plain").await.unwrap();
     assert_eq!(plain.platform, "onnxruntime_onnx");
     assert_eq!(plain.max_batch_size, Some(64), "the server default");

@@ -1,0 +1,809 @@
+//! End-to-end load generator built on `oxserve-client`: many concurrent
+//! `ModelInfer` calls over one or more HTTP/2 connections, closed-loop (each
+//! of `--concurrency` workers sends its next request when the previous one
+//! is answered) or open-loop at a fixed `--rate`. Reports throughput,
+//! latency percentiles, errors by gRPC code, the CPU time client and server
+//! spent per request, and the server's resident memory.
+//!
+//! ```text
+//! # against a server started separately (the honest measurement):
+//! cargo bench --bench loadgen -- --addr 127.0.0.1:8001 --server-pid $PID \
+//!     --model mlp --concurrency 32 --duration 10s --runs 3
+//! # or against one started in this process on 127.0.0.1:0:
+//! cargo bench --bench loadgen -- --serve examples/models --model mlp --concurrency 32
+//! ```
+//!
+//! Inputs are random data of the model's input shapes from `ModelMetadata`
+//! (dimension 0 set to `--batch`, other variable dimensions to 1 unless
+//! `--shape` says otherwise). The request is built once and cloned per
+//! call; the client never retries, so every failure is counted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use oxserve_client::{Client, RetryPolicy, pb};
+use serde::Serialize;
+
+use common::{Rng, median, random_raw, rss_kib};
+
+/// Load generator for KServe v2 gRPC inference servers.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(name = "loadgen")]
+struct Args {
+    /// Server to load, HOST:PORT or a URL (plaintext gRPC).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "serve")]
+    addr: Option<String>,
+    /// Start oxserve in this process on 127.0.0.1:0 serving this model
+    /// repository (the default, with examples/models, when --addr is not
+    /// given).
+    #[arg(long, value_name = "DIR")]
+    serve: Option<PathBuf>,
+    /// With --serve: max_batch_size.
+    #[arg(long, value_name = "N")]
+    max_batch_size: Option<usize>,
+    /// With --serve: preferred_batch_sizes, comma-separated.
+    #[arg(long, value_name = "N,N", value_delimiter = ',')]
+    preferred_batch_sizes: Option<Vec<usize>>,
+    /// With --serve: max_queue_delay, e.g. 200us.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    max_queue_delay: Option<Duration>,
+    /// With --serve: max_queue_size.
+    #[arg(long, value_name = "N")]
+    max_queue_size: Option<usize>,
+    /// With --serve: instances.
+    #[arg(long, value_name = "N")]
+    instances: Option<usize>,
+    /// With --serve: intra_op_threads.
+    #[arg(long, value_name = "N")]
+    intra_op_threads: Option<usize>,
+    /// With --serve: the server's async worker threads (default: cores).
+    #[arg(long, value_name = "N")]
+    server_threads: Option<usize>,
+    /// Model to call.
+    #[arg(long, default_value = "mlp")]
+    model: String,
+    /// Model version (default: the server's choice).
+    #[arg(long)]
+    version: Option<String>,
+    /// Rows per request (dimension 0 of every input).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// An input's full shape, overriding the metadata: NAME=D,D,...
+    /// (repeatable).
+    #[arg(long, value_name = "NAME=D,D")]
+    shape: Vec<String>,
+    /// Requests in flight at once (closed loop: workers; open loop: cap).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Separate HTTP/2 connections; requests go to them in turn.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Measurement time per run, e.g. 10s (default 10s unless --requests).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    duration: Option<Duration>,
+    /// Requests per run instead of a duration.
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// Unmeasured load before the first run.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    warmup: Duration,
+    /// Open loop: send this many requests per second on a fixed schedule,
+    /// latency counted from each request's scheduled time.
+    #[arg(long, value_name = "PER_SEC")]
+    rate: Option<f64>,
+    /// Measured runs; the summary is the median of each figure.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Per-request deadline.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+    /// How long to wait for the server to accept connections and for the
+    /// model to be ready.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    wait: Duration,
+    /// The load generator's async worker threads (default: the smaller
+    /// of --concurrency and the number of cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Process id of a separately started server, for its memory and CPU.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+struct RunStats {
+    requests_ok: u64,
+    requests_failed: u64,
+    /// Failures by gRPC code (`NO_STATUS` for client-side failures).
+    errors: BTreeMap<String, u64>,
+    /// One message per failing code, as a clue.
+    error_samples: BTreeMap<String, String>,
+    elapsed_secs: f64,
+    requests_per_sec: f64,
+    /// Requests per second times rows per request.
+    inferences_per_sec: f64,
+    latency_ms_mean: f64,
+    latency_ms_p50: f64,
+    latency_ms_p90: f64,
+    latency_ms_p99: f64,
+    latency_ms_max: f64,
+    /// CPU time of this process per successful request (includes an
+    /// in-process server with --serve).
+    client_cpu_us_per_request: f64,
+    /// CPU time of --server-pid per successful request.
+    server_cpu_us_per_request: Option<f64>,
+    /// Resident memory of the server (--server-pid, or this process with
+    /// --serve) before the run, at most during it, and after it.
+    server_rss_mib_before: Option<f64>,
+    server_rss_mib_peak: Option<f64>,
+    server_rss_mib_after: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    median_requests_per_sec: f64,
+    median_inferences_per_sec: f64,
+    median_latency_ms_p50: f64,
+    median_latency_ms_p90: f64,
+    median_latency_ms_p99: f64,
+    total_failed: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    target: String,
+    args: Args,
+    /// Input names, datatypes and shapes sent.
+    inputs: Vec<(String, String, Vec<i64>)>,
+    request_bytes: usize,
+    server_rss_mib_idle: Option<f64>,
+    runs: Vec<RunStats>,
+    summary: Summary,
+}
+
+/// Latencies and failures of one worker (or of the open loop's tasks).
+#[derive(Debug, Default)]
+struct Recorder {
+    latencies_ns: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+    samples: BTreeMap<String, String>,
+}
+
+impl Recorder {
+    fn record(
+        &mut self,
+        started: Instant,
+        result: &oxserve_client::Result<pb::ModelInferResponse>,
+    ) {
+        match result {
+            Ok(_) => self.latencies_ns.push(started.elapsed().as_nanos() as u64),
+            Err(e) => {
+                let code = e.code().map_or_else(|| "NO_STATUS".to_string(), code_name);
+                *self.errors.entry(code.clone()).or_default() += 1;
+                self.samples.entry(code).or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Recorder) {
+        self.latencies_ns.extend(other.latencies_ns);
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+        for (code, s) in other.samples {
+            self.samples.entry(code).or_insert(s);
+        }
+    }
+}
+
+/// `DeadlineExceeded` → `DEADLINE_EXCEEDED`, as gRPC spells codes.
+fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// When a run stops: at a deadline or after a number of requests.
+#[derive(Debug, Clone)]
+enum Stop {
+    At(Instant),
+    After(Arc<AtomicU64>),
+}
+
+impl Stop {
+    fn new(duration: Option<Duration>, requests: Option<u64>) -> Stop {
+        match requests {
+            Some(n) => Stop::After(Arc::new(AtomicU64::new(n))),
+            None => Stop::At(Instant::now() + duration.unwrap_or(Duration::from_secs(10))),
+        }
+    }
+
+    /// Claims the next request; false once the run is over.
+    fn next(&self) -> bool {
+        match self {
+            Stop::At(deadline) => Instant::now() < *deadline,
+            Stop::After(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
+/// The connections, used in turn.
+struct Pool {
+    clients: Vec<Client>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn pick(&self) -> &Client {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.clients[i % self.clients.len()]
+    }
+}
+
+/// Closed loop: `concurrency` workers, each sending its next request when
+/// the previous one is answered.
+async fn closed_loop(
+    pool: &Arc<Pool>,
+    request: &Arc<pb::ModelInferRequest>,
+    concurrency: usize,
+    stop: Stop,
+) -> Recorder {
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let pool = Arc::clone(pool);
+            let request = Arc::clone(request);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut recorder = Recorder::default();
+                while stop.next() {
+                    let started = Instant::now();
+                    let result = pool.pick().infer_raw((*request).clone()).await;
+                    recorder.record(started, &result);
+                }
+                recorder
+            })
+        })
+        .collect();
+    let mut all = Recorder::default();
+    for worker in workers {
+        all.merge(worker.await.expect("workers do not panic"));
+    }
+    all
+}
+
+/// Open loop: request `i` is due at `start + i / rate`; at most
+/// `concurrency` are in flight, and a request held back by that limit
+/// counts its wait in its latency (no coordinated omission).
+///
+/// The schedule is kept by a plain thread with `std::thread::sleep`
+/// (tens of microseconds late at most): tokio's timer has millisecond
+/// resolution, which would send requests in bursts and add up to a
+/// millisecond to every latency.
+async fn open_loop(
+    pool: &Arc<Pool>,
+    request: &Arc<pb::ModelInferRequest>,
+    concurrency: usize,
+    rate: f64,
+    stop: Stop,
+) -> Recorder {
+    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let cap = concurrency.clamp(1, 1 << 20);
+    let limit = Arc::new(tokio::sync::Semaphore::new(cap));
+    let handle = tokio::runtime::Handle::current();
+    let dispatcher = {
+        let (pool, request, recorder, limit) = (
+            Arc::clone(pool),
+            Arc::clone(request),
+            Arc::clone(&recorder),
+            Arc::clone(&limit),
+        );
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let mut i: u64 = 0;
+            while stop.next() {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                i += 1;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let permit = handle
+                    .block_on(Arc::clone(&limit).acquire_owned())
+                    .expect("the semaphore is never closed");
+                let (pool, request, recorder) = (
+                    Arc::clone(&pool),
+                    Arc::clone(&request),
+                    Arc::clone(&recorder),
+                );
+                handle.spawn(async move {
+                    let result = pool.pick().infer_raw((*request).clone()).await;
+                    recorder
+                        .lock()
+                        .expect("recording does not panic")
+                        .record(due, &result);
+                    drop(permit);
+                });
+            }
+        })
+    };
+    dispatcher.await.expect("the dispatcher does not panic");
+    // Every permit back means every request has been answered and recorded.
+    let _all = limit
+        .acquire_many(cap as u32)
+        .await
+        .expect("the semaphore is never closed");
+    std::mem::take(&mut *recorder.lock().expect("recording does not panic"))
+}
+
+/// User plus system CPU time of `pid` (or this process), from
+/// `/proc/<pid>/stat`, assuming the usual 100 clock ticks per second.
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn mib(kib: Option<u64>) -> Option<f64> {
+    kib.map(|k| k as f64 / 1024.0)
+}
+
+/// One measured (or warm-up) run.
+async fn run_once(
+    args: &Args,
+    pool: &Arc<Pool>,
+    request: &Arc<pb::ModelInferRequest>,
+    stop: Stop,
+    rss_pid: Option<Option<u32>>,
+) -> RunStats {
+    let rss_before = rss_pid.and_then(rss_kib);
+    // Sample the server's memory while the load runs.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = rss_pid.map(|pid| {
+        let sampling = Arc::clone(&sampling);
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    });
+    let cpu_self = cpu_secs(None);
+    let cpu_server = args.server_pid.and_then(|p| cpu_secs(Some(p)));
+    let started = Instant::now();
+    let mut recorder = match args.rate {
+        Some(rate) => open_loop(pool, request, args.concurrency, rate, stop).await,
+        None => closed_loop(pool, request, args.concurrency, stop).await,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_self = cpu_self.zip(cpu_secs(None)).map(|(a, b)| b - a);
+    let cpu_server = cpu_server
+        .zip(args.server_pid.and_then(|p| cpu_secs(Some(p))))
+        .map(|(a, b)| b - a);
+    sampling.store(false, Ordering::Relaxed);
+    let peak = match sampler {
+        Some(s) => Some(s.await.expect("the sampler does not panic")),
+        None => None,
+    };
+    let rss_after = rss_pid.and_then(rss_kib);
+
+    let lat = &mut recorder.latencies_ns;
+    lat.sort_unstable();
+    let ok = lat.len() as u64;
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        // Nearest rank.
+        let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
+        lat[rank.clamp(1, lat.len()) - 1] as f64 / 1e6
+    };
+    let failed: u64 = recorder.errors.values().sum();
+    let per_request = |cpu: f64| cpu * 1e6 / ok.max(1) as f64;
+    RunStats {
+        requests_ok: ok,
+        requests_failed: failed,
+        errors: recorder.errors.clone(),
+        error_samples: recorder.samples.clone(),
+        elapsed_secs: elapsed,
+        requests_per_sec: ok as f64 / elapsed,
+        inferences_per_sec: (ok * args.batch as u64) as f64 / elapsed,
+        latency_ms_mean: if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1e6
+        },
+        latency_ms_p50: pct(50.0),
+        latency_ms_p90: pct(90.0),
+        latency_ms_p99: pct(99.0),
+        latency_ms_max: pct(100.0),
+        client_cpu_us_per_request: cpu_self.map_or(f64::NAN, per_request),
+        server_cpu_us_per_request: cpu_server.map(per_request),
+        server_rss_mib_before: mib(rss_before),
+        server_rss_mib_peak: mib(peak.map(|p| p.max(rss_after.unwrap_or(0)))),
+        server_rss_mib_after: mib(rss_after),
+    }
+}
+
+/// The request: every model input with random data of its shape.
+async fn build_request(
+    args: &Args,
+    client: &Client,
+) -> Result<(pb::ModelInferRequest, Vec<(String, String, Vec<i64>)>), String> {
+    let metadata = client
+        .model_metadata(&args.model, args.version.as_deref())
+        .await
+        .map_err(|e| format!("ModelMetadata for '{}': {e}", args.model))?;
+    let mut overrides = BTreeMap::new();
+    for s in &args.shape {
+        let (name, dims) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--shape '{s}': expected NAME=D,D,..."))?;
+        let dims = dims
+            .split(',')
+            .map(|d| d.trim().parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--shape '{s}': {e}"))?;
+        overrides.insert(name.to_string(), dims);
+    }
+    let mut rng = Rng::new(0x5eed);
+    let mut request = pb::ModelInferRequest {
+        model_name: args.model.clone(),
+        model_version: args.version.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut described = Vec::new();
+    for input in &metadata.inputs {
+        let shape: Vec<i64> = match overrides.get(&input.name) {
+            Some(dims) => dims.clone(),
+            None => input
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match (i, d) {
+                    (0, d) if d < 0 => args.batch as i64,
+                    (_, d) if d < 0 => 1,
+                    (_, d) => d,
+                })
+                .collect(),
+        };
+        let count = shape.iter().product::<i64>().max(0) as usize;
+        let data = random_raw(&input.datatype, count, &mut rng).ok_or_else(|| {
+            format!(
+                "input '{}' has datatype '{}', which the load generator cannot fill",
+                input.name, input.datatype
+            )
+        })?;
+        request
+            .inputs
+            .push(pb::model_infer_request::InferInputTensor {
+                name: input.name.clone(),
+                datatype: input.datatype.clone(),
+                shape: shape.clone(),
+                ..Default::default()
+            });
+        request.raw_input_contents.push(data);
+        described.push((input.name.clone(), input.datatype.clone(), shape));
+    }
+    Ok((request, described))
+}
+
+/// Starts oxserve in this process on its own runtime; returns its address
+/// and the means to stop it.
+fn serve_in_process(
+    args: &Args,
+    repository: PathBuf,
+) -> Result<
+    (
+        String,
+        tokio::runtime::Runtime,
+        tokio::sync::oneshot::Sender<()>,
+    ),
+    String,
+> {
+    let mut config = oxserve::Config {
+        model_repository: repository,
+        grpc_address: "127.0.0.1:0".parse().expect("a valid address"),
+        // Metrics stay on, as in production, on a port of their own.
+        metrics_address: "127.0.0.1:0".parse().expect("a valid address"),
+        strict_readiness: false,
+        ..oxserve::Config::default()
+    };
+    if let Some(v) = args.max_batch_size {
+        config.max_batch_size = v;
+    }
+    if let Some(v) = &args.preferred_batch_sizes {
+        config.preferred_batch_sizes = v.clone();
+    }
+    if let Some(v) = args.max_queue_delay {
+        config.max_queue_delay = v;
+    }
+    if let Some(v) = args.max_queue_size {
+        config.max_queue_size = v;
+    }
+    if let Some(v) = args.instances {
+        config.instances = v;
+    }
+    if let Some(v) = args.intra_op_threads {
+        config.intra_op_threads = v;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("oxserve-rt");
+    if let Some(n) = args.server_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = builder.build().map_err(|e| e.to_string())?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.grpc_address))
+        .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    runtime.spawn(async move {
+        let result = oxserve::run(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        if let Err(e) = result {
+            eprintln!("loadgen: in-process server failed: {e}");
+        }
+    });
+    Ok((format!("http://{addr}"), runtime, stop))
+}
+
+/// One connection. A server still starting refuses connections, so this
+/// tries again for up to `--wait`.
+async fn connect(args: &Args, target: &str) -> Result<Client, String> {
+    let deadline = Instant::now() + args.wait;
+    loop {
+        let attempt = Client::builder(target.to_string())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(args.timeout)
+            .retry(RetryPolicy::never())
+            .connect()
+            .await;
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+            // Polling is fine here: this waits once, before any measurement.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn wait_ready(args: &Args, client: &Client) -> Result<(), String> {
+    let deadline = Instant::now() + args.wait;
+    loop {
+        if client
+            .model_ready(&args.model, args.version.as_deref())
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "model '{}' not ready after {:?}",
+                args.model, args.wait
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn load(args: Args, target: String, rss_pid: Option<Option<u32>>) -> Result<Report, String> {
+    let mut clients = Vec::with_capacity(args.connections.max(1));
+    for _ in 0..args.connections.max(1) {
+        clients.push(connect(&args, &target).await?);
+    }
+    wait_ready(&args, &clients[0]).await?;
+    let (request, inputs) = build_request(&args, &clients[0]).await?;
+    let request_bytes = prost::Message::encoded_len(&request);
+
+    // One call up front, so a wrong request fails fast and clearly.
+    let first = clients[0]
+        .infer_raw(request.clone())
+        .await
+        .map_err(|e| format!("the first request failed: {e}"))?;
+    if !args.json {
+        let outputs: Vec<String> = first
+            .outputs
+            .iter()
+            .map(|o| format!("{} {} {:?}", o.name, o.datatype, o.shape))
+            .collect();
+        eprintln!(
+            "loadgen: {target} model {} inputs {:?} ({request_bytes} B/request) -> {}",
+            args.model,
+            inputs,
+            outputs.join(", ")
+        );
+    }
+    let idle = rss_pid.and_then(rss_kib);
+
+    let pool = Arc::new(Pool {
+        clients,
+        next: AtomicUsize::new(0),
+    });
+    let request = Arc::new(request);
+    if !args.warmup.is_zero() {
+        run_once(
+            &args,
+            &pool,
+            &request,
+            Stop::new(Some(args.warmup), None),
+            None,
+        )
+        .await;
+    }
+    let mut runs = Vec::new();
+    for i in 0..args.runs.max(1) {
+        let stats = run_once(
+            &args,
+            &pool,
+            &request,
+            Stop::new(args.duration, args.requests),
+            rss_pid,
+        )
+        .await;
+        if !args.json {
+            print_run(i + 1, &stats);
+        }
+        runs.push(stats);
+    }
+    let pick = |f: fn(&RunStats) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let summary = Summary {
+        median_requests_per_sec: pick(|r| r.requests_per_sec),
+        median_inferences_per_sec: pick(|r| r.inferences_per_sec),
+        median_latency_ms_p50: pick(|r| r.latency_ms_p50),
+        median_latency_ms_p90: pick(|r| r.latency_ms_p90),
+        median_latency_ms_p99: pick(|r| r.latency_ms_p99),
+        total_failed: runs.iter().map(|r| r.requests_failed).sum(),
+    };
+    Ok(Report {
+        target,
+        args,
+        inputs,
+        request_bytes,
+        server_rss_mib_idle: mib(idle),
+        runs,
+        summary,
+    })
+}
+
+fn print_run(index: usize, r: &RunStats) {
+    let mut line = format!(
+        "run {index}: {:.0} req/s {:.0} inf/s | latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} | ok {} failed {} | cpu us/req client {:.1}",
+        r.requests_per_sec,
+        r.inferences_per_sec,
+        r.latency_ms_p50,
+        r.latency_ms_p90,
+        r.latency_ms_p99,
+        r.latency_ms_max,
+        r.requests_ok,
+        r.requests_failed,
+        r.client_cpu_us_per_request,
+    );
+    if let Some(s) = r.server_cpu_us_per_request {
+        line += &format!(" server {s:.1}");
+    }
+    if let (Some(b), Some(p), Some(a)) = (
+        r.server_rss_mib_before,
+        r.server_rss_mib_peak,
+        r.server_rss_mib_after,
+    ) {
+        line += &format!(" | rss MiB {b:.1} peak {p:.1} after {a:.1}");
+    }
+    println!("{line}");
+    for (code, n) in &r.errors {
+        println!(
+            "  {code}: {n} (e.g. {})",
+            r.error_samples.get(code).map_or("", String::as_str)
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` appends `--bench`; it means nothing here.
+    let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let mut _server = None;
+    let (target, rss_pid) = match &args.addr {
+        Some(addr) if addr.contains("://") => (addr.clone(), args.server_pid.map(Some)),
+        Some(addr) => (format!("http://{addr}"), args.server_pid.map(Some)),
+        None => {
+            let repository = args
+                .serve
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("examples/models"));
+            match serve_in_process(&args, repository) {
+                Ok((target, runtime, stop)) => {
+                    _server = Some((runtime, stop));
+                    (target, Some(None))
+                }
+                Err(e) => {
+                    eprintln!("loadgen: cannot start the in-process server: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    // Closed-loop workers cannot keep more threads than themselves busy,
+    // and on a small machine an idle extra thread only steals time from
+    // the server (at concurrency 1, two threads cost ~40 us of latency).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .enable_all()
+        .thread_name("loadgen")
+        .worker_threads(match args.threads {
+            Some(n) => n.max(1),
+            None => args.concurrency.clamp(1, cores),
+        });
+    let runtime = builder.build().expect("a runtime can be built");
+    let json = args.json;
+    match runtime.block_on(load(args, target, rss_pid)) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("plain data serializes")
+                );
+            } else {
+                let s = &report.summary;
+                println!(
+                    "median of {} run(s): {:.0} req/s {:.0} inf/s | latency ms p50 {:.3} p90 {:.3} p99 {:.3} | failed {}",
+                    report.runs.len(),
+                    s.median_requests_per_sec,
+                    s.median_inferences_per_sec,
+                    s.median_latency_ms_p50,
+                    s.median_latency_ms_p90,
+                    s.median_latency_ms_p99,
+                    s.total_failed
+                );
+                if let Some(idle) = report.server_rss_mib_idle {
+                    println!("server rss idle (after the first request): {idle:.1} MiB");
+                }
+            }
+            if let Some((server, stop)) = _server.take() {
+                let _ = stop.send(());
+                server.shutdown_timeout(Duration::from_secs(5));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
