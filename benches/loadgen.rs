@@ -19,6 +19,10 @@
 //! call; the client never retries, so every failure is counted.
 
 mod common;
+#[path = "loadgen/report.rs"]
+mod report;
+#[path = "loadgen/target.rs"]
+mod target;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,10 +32,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use oxserve_client::{Client, RetryPolicy, pb};
+use oxserve_client::{Client, pb};
 use serde::Serialize;
 
 use common::{Rng, median, random_raw, rss_kib};
+use report::{Recorder, RunStats, Summary, cpu_secs, mib, print_run};
+use target::{connect, serve_in_process, wait_ready};
 
 /// Load generator for KServe v2 gRPC inference servers.
 #[derive(Debug, Clone, Parser, Serialize)]
@@ -125,46 +131,6 @@ struct Args {
     json: bool,
 }
 
-/// What one run measured.
-#[derive(Debug, Clone, Default, Serialize)]
-struct RunStats {
-    requests_ok: u64,
-    requests_failed: u64,
-    /// Failures by gRPC code (`NO_STATUS` for client-side failures).
-    errors: BTreeMap<String, u64>,
-    /// One message per failing code, as a clue.
-    error_samples: BTreeMap<String, String>,
-    elapsed_secs: f64,
-    requests_per_sec: f64,
-    /// Requests per second times rows per request.
-    inferences_per_sec: f64,
-    latency_ms_mean: f64,
-    latency_ms_p50: f64,
-    latency_ms_p90: f64,
-    latency_ms_p99: f64,
-    latency_ms_max: f64,
-    /// CPU time of this process per successful request (includes an
-    /// in-process server with --serve).
-    client_cpu_us_per_request: f64,
-    /// CPU time of --server-pid per successful request.
-    server_cpu_us_per_request: Option<f64>,
-    /// Resident memory of the server (--server-pid, or this process with
-    /// --serve) before the run, at most during it, and after it.
-    server_rss_mib_before: Option<f64>,
-    server_rss_mib_peak: Option<f64>,
-    server_rss_mib_after: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct Summary {
-    median_requests_per_sec: f64,
-    median_inferences_per_sec: f64,
-    median_latency_ms_p50: f64,
-    median_latency_ms_p90: f64,
-    median_latency_ms_p99: f64,
-    total_failed: u64,
-}
-
 #[derive(Debug, Serialize)]
 struct Report {
     target: String,
@@ -175,53 +141,6 @@ struct Report {
     server_rss_mib_idle: Option<f64>,
     runs: Vec<RunStats>,
     summary: Summary,
-}
-
-/// Latencies and failures of one worker (or of the open loop's tasks).
-#[derive(Debug, Default)]
-struct Recorder {
-    latencies_ns: Vec<u64>,
-    errors: BTreeMap<String, u64>,
-    samples: BTreeMap<String, String>,
-}
-
-impl Recorder {
-    fn record(
-        &mut self,
-        started: Instant,
-        result: &oxserve_client::Result<pb::ModelInferResponse>,
-    ) {
-        match result {
-            Ok(_) => self.latencies_ns.push(started.elapsed().as_nanos() as u64),
-            Err(e) => {
-                let code = e.code().map_or_else(|| "NO_STATUS".to_string(), code_name);
-                *self.errors.entry(code.clone()).or_default() += 1;
-                self.samples.entry(code).or_insert_with(|| e.to_string());
-            }
-        }
-    }
-
-    fn merge(&mut self, other: Recorder) {
-        self.latencies_ns.extend(other.latencies_ns);
-        for (code, n) in other.errors {
-            *self.errors.entry(code).or_default() += n;
-        }
-        for (code, s) in other.samples {
-            self.samples.entry(code).or_insert(s);
-        }
-    }
-}
-
-/// `DeadlineExceeded` → `DEADLINE_EXCEEDED`, as gRPC spells codes.
-fn code_name(code: tonic::Code) -> String {
-    let mut out = String::new();
-    for (i, c) in format!("{code:?}").chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
 }
 
 /// When a run stops: at a deadline or after a number of requests.
@@ -356,26 +275,6 @@ async fn open_loop(
         .await
         .expect("the semaphore is never closed");
     std::mem::take(&mut *recorder.lock().expect("recording does not panic"))
-}
-
-/// User plus system CPU time of `pid` (or this process), from
-/// `/proc/<pid>/stat`, assuming the usual 100 clock ticks per second.
-fn cpu_secs(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_string(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // The command name may hold spaces; fields are counted after its ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-fn mib(kib: Option<u64>) -> Option<f64> {
-    kib.map(|k| k as f64 / 1024.0)
 }
 
 /// One measured (or warm-up) run.
@@ -520,109 +419,6 @@ async fn build_request(
     Ok((request, described))
 }
 
-/// Starts oxserve in this process on its own runtime; returns its address
-/// and the means to stop it.
-fn serve_in_process(
-    args: &Args,
-    repository: PathBuf,
-) -> Result<
-    (
-        String,
-        tokio::runtime::Runtime,
-        tokio::sync::oneshot::Sender<()>,
-    ),
-    String,
-> {
-    let mut config = oxserve::Config {
-        model_repository: repository,
-        grpc_address: "127.0.0.1:0".parse().expect("a valid address"),
-        // Metrics stay on, as in production, on a port of their own.
-        metrics_address: "127.0.0.1:0".parse().expect("a valid address"),
-        strict_readiness: false,
-        ..oxserve::Config::default()
-    };
-    if let Some(v) = args.max_batch_size {
-        config.max_batch_size = v;
-    }
-    if let Some(v) = &args.preferred_batch_sizes {
-        config.preferred_batch_sizes = v.clone();
-    }
-    if let Some(v) = args.max_queue_delay {
-        config.max_queue_delay = v;
-    }
-    if let Some(v) = args.max_queue_size {
-        config.max_queue_size = v;
-    }
-    if let Some(v) = args.instances {
-        config.instances = v;
-    }
-    if let Some(v) = args.intra_op_threads {
-        config.intra_op_threads = v;
-    }
-    config.validate().map_err(|e| e.to_string())?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name("oxserve-rt");
-    if let Some(n) = args.server_threads {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = builder.build().map_err(|e| e.to_string())?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.grpc_address))
-        .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    runtime.spawn(async move {
-        let result = oxserve::run(config, listener, async move {
-            let _ = stopped.await;
-        })
-        .await;
-        if let Err(e) = result {
-            eprintln!("loadgen: in-process server failed: {e}");
-        }
-    });
-    Ok((format!("http://{addr}"), runtime, stop))
-}
-
-/// One connection. A server still starting refuses connections, so this
-/// tries again for up to `--wait`.
-async fn connect(args: &Args, target: &str) -> Result<Client, String> {
-    let deadline = Instant::now() + args.wait;
-    loop {
-        let attempt = Client::builder(target.to_string())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(args.timeout)
-            .retry(RetryPolicy::never())
-            .connect()
-            .await;
-        match attempt {
-            Ok(client) => return Ok(client),
-            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
-            // Polling is fine here: this waits once, before any measurement.
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-async fn wait_ready(args: &Args, client: &Client) -> Result<(), String> {
-    let deadline = Instant::now() + args.wait;
-    loop {
-        if client
-            .model_ready(&args.model, args.version.as_deref())
-            .await
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "model '{}' not ready after {:?}",
-                args.model, args.wait
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn load(args: Args, target: String, rss_pid: Option<Option<u32>>) -> Result<Report, String> {
     let mut clients = Vec::with_capacity(args.connections.max(1));
     for _ in 0..args.connections.max(1) {
@@ -700,38 +496,6 @@ async fn load(args: Args, target: String, rss_pid: Option<Option<u32>>) -> Resul
         runs,
         summary,
     })
-}
-
-fn print_run(index: usize, r: &RunStats) {
-    let mut line = format!(
-        "run {index}: {:.0} req/s {:.0} inf/s | latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} | ok {} failed {} | cpu us/req client {:.1}",
-        r.requests_per_sec,
-        r.inferences_per_sec,
-        r.latency_ms_p50,
-        r.latency_ms_p90,
-        r.latency_ms_p99,
-        r.latency_ms_max,
-        r.requests_ok,
-        r.requests_failed,
-        r.client_cpu_us_per_request,
-    );
-    if let Some(s) = r.server_cpu_us_per_request {
-        line += &format!(" server {s:.1}");
-    }
-    if let (Some(b), Some(p), Some(a)) = (
-        r.server_rss_mib_before,
-        r.server_rss_mib_peak,
-        r.server_rss_mib_after,
-    ) {
-        line += &format!(" | rss MiB {b:.1} peak {p:.1} after {a:.1}");
-    }
-    println!("{line}");
-    for (code, n) in &r.errors {
-        println!(
-            "  {code}: {n} (e.g. {})",
-            r.error_samples.get(code).map_or("", String::as_str)
-        );
-    }
 }
 
 fn main() -> ExitCode {

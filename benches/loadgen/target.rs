@@ -1,0 +1,112 @@
+//! The server under load: one started in this process, and connecting to a
+//! server (in-process or separate) once it is up and its model ready.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use oxserve_client::{Client, RetryPolicy};
+
+use super::Args;
+
+/// Starts oxserve in this process on its own runtime; returns its address
+/// and the means to stop it.
+pub(crate) fn serve_in_process(
+    args: &Args,
+    repository: PathBuf,
+) -> Result<
+    (
+        String,
+        tokio::runtime::Runtime,
+        tokio::sync::oneshot::Sender<()>,
+    ),
+    String,
+> {
+    let mut config = oxserve::Config {
+        model_repository: repository,
+        grpc_address: "127.0.0.1:0".parse().expect("a valid address"),
+        // Metrics stay on, as in production, on a port of their own.
+        metrics_address: "127.0.0.1:0".parse().expect("a valid address"),
+        strict_readiness: false,
+        ..oxserve::Config::default()
+    };
+    if let Some(v) = args.max_batch_size {
+        config.max_batch_size = v;
+    }
+    if let Some(v) = &args.preferred_batch_sizes {
+        config.preferred_batch_sizes = v.clone();
+    }
+    if let Some(v) = args.max_queue_delay {
+        config.max_queue_delay = v;
+    }
+    if let Some(v) = args.max_queue_size {
+        config.max_queue_size = v;
+    }
+    if let Some(v) = args.instances {
+        config.instances = v;
+    }
+    if let Some(v) = args.intra_op_threads {
+        config.intra_op_threads = v;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("oxserve-rt");
+    if let Some(n) = args.server_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = builder.build().map_err(|e| e.to_string())?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.grpc_address))
+        .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    runtime.spawn(async move {
+        let result = oxserve::run(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        if let Err(e) = result {
+            eprintln!("loadgen: in-process server failed: {e}");
+        }
+    });
+    Ok((format!("http://{addr}"), runtime, stop))
+}
+
+/// One connection. A server still starting refuses connections, so this
+/// tries again for up to `--wait`.
+pub(crate) async fn connect(args: &Args, target: &str) -> Result<Client, String> {
+    let deadline = Instant::now() + args.wait;
+    loop {
+        let attempt = Client::builder(target.to_string())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(args.timeout)
+            .retry(RetryPolicy::never())
+            .connect()
+            .await;
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+            // Polling is fine here: this waits once, before any measurement.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+pub(crate) async fn wait_ready(args: &Args, client: &Client) -> Result<(), String> {
+    let deadline = Instant::now() + args.wait;
+    loop {
+        if client
+            .model_ready(&args.model, args.version.as_deref())
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "model '{}' not ready after {:?}",
+                args.model, args.wait
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
