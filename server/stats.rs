@@ -181,15 +181,6 @@ impl VersionStats {
         self.execution_count.load(Ordering::Relaxed)
     }
 
-    /// Executions per batch size (rows), ascending.
-    pub fn executions_by_batch_size(&self) -> Vec<(u64, u64)> {
-        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        batches
-            .iter()
-            .map(|(&size, t)| (size, t.infer.count()))
-            .collect()
-    }
-
     /// The protocol message for this version.
     pub fn to_proto(&self, name: &str, version: u64) -> ModelStatistics {
         let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());

@@ -12,8 +12,8 @@ mod strings;
 
 use std::path::PathBuf;
 
-pub use providers::{Device, available as available_providers};
-pub use runtime::{candidates as runtime_candidates, environment, locate as locate_runtime};
+pub use providers::Device;
+pub use runtime::environment;
 pub use session::{BatchResult, Instance, SessionOptions};
 
 /// What went wrong inside ONNX Runtime or while setting it up.

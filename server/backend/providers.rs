@@ -27,7 +27,7 @@ pub enum Device {
 
 /// Names of the providers the loaded library offers, e.g.
 /// `["CUDAExecutionProvider", "CPUExecutionProvider"]`.
-pub fn available() -> Vec<String> {
+pub(super) fn available() -> Vec<String> {
     let api = ort::api();
     let mut names: *mut *mut std::ffi::c_char = std::ptr::null_mut();
     let mut len: std::ffi::c_int = 0;

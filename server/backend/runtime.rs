@@ -33,7 +33,7 @@ fn project_local() -> PathBuf {
 /// Candidate paths in the order they are tried: the configured path, or
 /// else `ORT_DYLIB_PATH`, or else beside the executable (and its `lib/`),
 /// then the project-local set-up location.
-pub fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
+fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     // An explicit setting is a promise: a wrong one is an error, never a
     // silent fall-back to some other copy of the library.
     if let Some(path) = configured {
@@ -55,7 +55,7 @@ pub fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// The first candidate that exists.
-pub fn locate(configured: Option<&Path>) -> Result<PathBuf, BackendError> {
+fn locate(configured: Option<&Path>) -> Result<PathBuf, BackendError> {
     let searched = candidates(configured);
     searched
         .iter()

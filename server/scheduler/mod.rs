@@ -159,11 +159,6 @@ impl Scheduler {
         self.shared.wake.notify_one();
         Ok(answer)
     }
-
-    /// Requests waiting now.
-    pub fn queued(&self) -> usize {
-        self.shared.lock().queue.len()
-    }
 }
 
 impl Drop for Scheduler {

@@ -323,7 +323,8 @@ fn encode_contents(
     c: &InferTensorContents,
 ) -> Result<Bytes, InvalidInput> {
     let expected_field = typed_field(datatype);
-    if let Some(&(got, _)) = used_fields(c)
+    let used = used_fields(c);
+    if let Some(&(got, _)) = used
         .iter()
         .find(|(field, _)| Some(*field) != expected_field)
     {
@@ -346,7 +347,8 @@ fn encode_contents(
             field: "(raw only)",
         });
     };
-    let len = used_fields(c).first().map_or(0, |&(_, len)| len);
+    // Every used field is the expected one here, so at most one is used.
+    let len = used.first().map_or(0, |&(_, len)| len);
     if len != count {
         return Err(InvalidInput::ContentsCountMismatch {
             model: model.name.clone(),
