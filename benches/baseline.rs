@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use oxserve::backend::{self, Instance, SessionOptions};
-use oxserve::tensor::{DecodedRequest, Tensor};
+use oxserve::internals::{DecodedRequest, Instance, SessionOptions, Tensor, environment};
 use serde::Serialize;
 
 use common::{Rng, median, random_raw};
@@ -230,7 +229,7 @@ fn measure(
 
 fn run(args: &Args) -> Result<Report, String> {
     let path = model_path(args)?;
-    let env = backend::environment(None).map_err(|e| e.to_string())?;
+    let env = environment(None).map_err(|e| e.to_string())?;
     let options = SessionOptions {
         intra_op_threads: args.intra_op_threads,
         ..SessionOptions::default()

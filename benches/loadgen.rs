@@ -413,7 +413,7 @@ async fn build_request(
                 shape: shape.clone(),
                 ..Default::default()
             });
-        request.raw_input_contents.push(data);
+        request.raw_input_contents.push(data.into());
         described.push((input.name.clone(), input.datatype.clone(), shape));
     }
     Ok((request, described))

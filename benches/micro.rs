@@ -6,17 +6,25 @@
 //! warm-up and measurement set below; criterion's own flags such as
 //! `--measurement-time 5` or a name filter still override them).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use oxserve::proto::inference::model_infer_request::InferInputTensor;
-use oxserve::proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
-use oxserve::scheduler::{BatchPolicy, Waiting};
-use oxserve::tensor::{DataType, ModelSpec, Tensor, TensorSpec, decode_request, encode_outputs};
+use oxserve::internals::{
+    BatchPolicy, DataType, Decision, ExecError, Executed, Executor, ModelSpec, Queue, Scheduler,
+    Tensor, TensorSpec, Unobserved, Waiting, decode_request, encode_outputs,
+};
+use oxserve_proto::inference::model_infer_request::InferInputTensor;
+use oxserve_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
 use prost::Message;
 use tokio::time::Instant;
 
@@ -56,13 +64,84 @@ fn policy(c: &mut Criterion) {
         let now = Instant::now();
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::new("max64", len), &waiting, |b, q| {
-            b.iter(|| plain.decide(black_box(q.as_slice()), now))
+            b.iter(|| plain.decide(black_box(q.iter().enumerate()), now))
         });
         group.bench_with_input(
             BenchmarkId::new("max64_preferred_8_16_32", len),
             &waiting,
-            |b, q| b.iter(|| preferred.decide(black_box(q.as_slice()), now)),
+            |b, q| b.iter(|| preferred.decide(black_box(q.iter().enumerate()), now)),
         );
+    }
+    group.finish();
+}
+
+/// An executor that is never given work: a scheduler without workers keeps
+/// whatever is queued.
+struct Idle;
+
+impl Executor for Idle {
+    type Job = u32;
+    type Output = ();
+
+    fn execute(&mut self, _: &[&u32]) -> Result<Executed<()>, ExecError> {
+        Err(ExecError("never runs".into()))
+    }
+}
+
+/// Overload: the cost of turning a request away when the queue is full,
+/// and of forming a batch, as the queue grows. Both must stay flat.
+fn overload(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scheduler");
+    for len in [1_000usize, 100_000] {
+        // A scheduler with no workers: its queue stays full.
+        let scheduler = Scheduler::<u32, ()>::start::<Idle>(
+            "bench",
+            Vec::new(),
+            BatchPolicy::unbatched(),
+            len,
+            Arc::new(Unobserved),
+        )
+        .expect("no threads to start");
+        let tickets: Vec<_> = (0..len as u32)
+            .map(|i| {
+                scheduler
+                    .submit(i, 1, Box::new([0]))
+                    .expect("below capacity")
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::new("reject_when_full", len), &len, |b, _| {
+            b.iter(|| scheduler.submit(0, 1, Box::new([0])).is_err())
+        });
+        drop(tickets);
+
+        // A batch of 64 decided on and taken from the front of `len`
+        // waiting requests.
+        let policy = BatchPolicy {
+            max_batch_size: 64,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_delay: Duration::ZERO,
+        };
+        let mut queue = Queue::default();
+        let waiting = || Waiting {
+            rows: 1,
+            key: Box::new([0]),
+            enqueued: Instant::now(),
+        };
+        for i in 0..len as u32 {
+            queue.push(waiting(), i);
+        }
+        group.bench_with_input(BenchmarkId::new("form_batch_of_64", len), &len, |b, _| {
+            b.iter(|| {
+                let Decision::Run(ids) = policy.decide(queue.waiting(), Instant::now()) else {
+                    unreachable!("a full batch is always ready");
+                };
+                let batch = queue.take(&ids);
+                // Keep the queue at `len`: the batch goes to the back.
+                for queued in batch {
+                    queue.push(waiting(), queued.job);
+                }
+            })
+        });
     }
     group.finish();
 }
@@ -254,6 +333,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = policy, decode, encode
+    targets = policy, overload, decode, encode
 }
 criterion_main!(benches);

@@ -1,12 +1,15 @@
-//! The server's request-time errors. The grpc module maps each variant to a
-//! `tonic::Status` in one exhaustive match.
+//! The server's request-time errors, and the one mapping from each to the
+//! gRPC code clients expect (PROTOCOL.md's error table). Every transport
+//! answers with that code, or (REST) with the HTTP status derived from it.
 
-use crate::backend::BackendError;
+use tonic::Code;
+
+use crate::scheduler::ExecError;
 use crate::tensor::InvalidInput;
 
 /// Why a request could not be answered.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// No model of that name in the repository.
     #[error("Request for unknown model: '{model}' is not found")]
     ModelNotFound {
@@ -72,7 +75,7 @@ pub enum Error {
     },
     /// The request's deadline passed before it ran.
     #[error(
-        "model '{model}' version {version}: the request's deadline passed while it waited to run"
+        "model '{model}' version {version}: the request's deadline passed before it was answered"
     )]
     DeadlineExceeded {
         /// Model name.
@@ -87,9 +90,28 @@ pub enum Error {
         model: String,
         /// Version.
         version: String,
-        /// What ONNX Runtime said (boxed: it is rare and large).
-        source: Box<BackendError>,
+        /// What ONNX Runtime said.
+        source: ExecError,
     },
+}
+
+impl Error {
+    /// The gRPC code for this error. No catch-all arm: a new variant must be
+    /// given its code here to compile.
+    #[deny(clippy::wildcard_enum_match_arm)]
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            Error::ModelNotFound { .. } | Error::VersionNotFound { .. } => Code::NotFound,
+            Error::ModelUnavailable { .. } => Code::Unavailable,
+            Error::InvalidInput(_) | Error::InvalidParameter { .. } => Code::InvalidArgument,
+            // Documented: a full queue is UNAVAILABLE, as Triton answers, so
+            // that clients with retry policies try another replica.
+            Error::QueueFull { .. } => Code::Unavailable,
+            Error::Stopped { .. } => Code::Unavailable,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::Inference { .. } => Code::Internal,
+        }
+    }
 }
 
 fn version_suffix(version: &Option<String>) -> String {

@@ -21,7 +21,7 @@ use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// The service name readiness probes ask about.
-pub const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
+pub(crate) const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
 
 /// What health statuses are derived from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,13 +51,13 @@ impl State {
 /// Health statuses, shared by the health service, `ServerReady` and the
 /// shutdown path.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     state: watch::Sender<State>,
 }
 
 impl Health {
     /// Live, not ready, not draining.
-    pub fn new() -> Arc<Health> {
+    pub(crate) fn new() -> Arc<Health> {
         Arc::new(Health {
             state: watch::Sender::new(State::default()),
         })
@@ -65,7 +65,7 @@ impl Health {
 
     /// Records the repository's readiness. Ignored once draining: nothing
     /// may turn the server ready again during shutdown.
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.state.send_if_modified(|s| {
             let changed = !s.draining && s.ready != ready;
             if changed {
@@ -76,24 +76,19 @@ impl Health {
     }
 
     /// Whether the inference service is ready (loaded and not draining).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.state.borrow().status(INFERENCE_SERVICE) == Some(ServingStatus::Serving)
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.state.borrow().draining
     }
 
     /// Marks everything NOT_SERVING for good, so that probes and load
     /// balancers stop sending traffic while in-flight requests finish;
     /// `Watch` streams see the change and then end.
-    pub fn shutting_down(&self) {
+    pub(crate) fn shutting_down(&self) {
         self.state.send_modify(|s| s.draining = true);
     }
 
     /// The gRPC service answering from these statuses.
-    pub fn service(self: &Arc<Self>) -> HealthServer<HealthService> {
+    pub(crate) fn service(self: &Arc<Self>) -> HealthServer<HealthService> {
         HealthServer::new(HealthService {
             health: Arc::clone(self),
         })
@@ -102,7 +97,7 @@ impl Health {
 
 /// The `grpc.health.v1.Health` implementation.
 #[derive(Debug)]
-pub struct HealthService {
+pub(crate) struct HealthService {
     health: Arc<Health>,
 }
 

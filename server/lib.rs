@@ -1,38 +1,46 @@
 //! oxserve: a KServe v2 / Open Inference Protocol gRPC server for ONNX
 //! models.
 //!
-//! The path of one request follows the modules: [`grpc`] (tonic handlers) →
-//! [`tensor`] (decode and validate) → [`repository`] (find the model version)
-//! → [`scheduler`] (queue to the version's worker thread) → [`backend`] (ONNX
-//! Runtime) → back through [`tensor`] to the response.
+//! The path of one request follows the modules: `grpc` (the transport: a
+//! request's arrival and deadline, tonic handlers) → `inference` (the one
+//! request path: model lookup, deadline, accounting) → `tensor` (decode and
+//! validate) → `repository` (the model version) → `scheduler` (queue and
+//! batching, to the version's worker threads) → `backend` (ONNX Runtime) →
+//! back through `tensor` to the response. `serve` owns the connections;
+//! `health`, `metrics` and `stats` observe; `config` and `model_config`
+//! hold the settings.
 //!
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
-pub mod backend;
-pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod health;
-pub mod metrics;
-pub mod model_config;
-pub mod proto;
-pub mod repository;
-pub mod scheduler;
-pub mod stats;
-pub mod tensor;
+mod backend;
+mod config;
+mod error;
+mod grpc;
+mod health;
+mod inference;
+mod metrics;
+mod model_config;
+mod repository;
+mod scheduler;
+mod serve;
+mod stats;
+mod tensor;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::Config;
+pub use backend::BackendError;
+pub use config::{
+    Config, ConfigError, LogFormat, SETTINGS, Setting, SettingFlags, keys,
+    reference as settings_reference,
+};
 
-use backend::BackendError;
 use health::Health;
+use inference::Inference;
 use repository::{LoadOptions, Repository};
 
 /// Why the server could not start or stopped abnormally.
@@ -52,50 +60,58 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The metrics address could not be bound.
-    #[error("cannot listen on metrics_address {address}: {source}")]
-    MetricsAddress {
+    /// An address could not be bound.
+    #[error("cannot listen on {key} {address}: {source}")]
+    Bind {
+        /// The setting that names the address.
+        key: &'static str,
         /// The address.
-        address: std::net::SocketAddr,
+        address: SocketAddr,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The transport failed.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `config`'s model repository on `listener` until `shutdown`
-/// completes, then drains in-flight requests for at most
-/// `config.drain_timeout` and returns. Prometheus metrics are served on
-/// `config.metrics_address` when `config.metrics` is on.
-///
-/// The listener is served at once (liveness answers while models load); the
-/// inference service's health turns SERVING when loading is done.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    let metrics = if config.metrics {
-        let address = config.metrics_address;
-        Some(
+/// The sockets a server listens on, bound before [`run`] so that callers
+/// (tests, benches) can bind `127.0.0.1:0` and learn the ports.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC (`grpc_address`).
+    pub grpc: TcpListener,
+    /// Prometheus metrics (`metrics_address`); `None` serves none.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address `config` names.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        let bind = |key: &'static str, address: SocketAddr| async move {
             TcpListener::bind(address)
                 .await
-                .map_err(|source| ServeError::MetricsAddress { address, source })?,
-        )
-    } else {
-        None
-    };
-    run_with_metrics(config, listener, metrics, shutdown).await
+                .map_err(|source| ServeError::Bind {
+                    key,
+                    address,
+                    source,
+                })
+        };
+        let grpc = bind("grpc_address", config.grpc_address).await?;
+        let metrics = match config.metrics {
+            true => Some(bind("metrics_address", config.metrics_address).await?),
+            false => None,
+        };
+        Ok(Listeners { grpc, metrics })
+    }
 }
 
-/// [`run`], with the metrics listener bound by the caller (tests bind
-/// `127.0.0.1:0`); `None` serves no metrics.
-pub async fn run_with_metrics(
+/// Serves `config`'s model repository on `listeners` until `shutdown`
+/// completes, then drains in-flight requests for at most
+/// `config.drain_timeout` and returns.
+///
+/// The listeners are served at once (liveness answers while models load);
+/// the inference service's health turns SERVING when loading is done.
+pub async fn run(
     config: Config,
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // Fail before serving anything if ONNX Runtime is missing.
@@ -109,10 +125,9 @@ pub async fn run_with_metrics(
             }
         })?,
     );
-
     let health = Health::new();
 
-    let metrics = metrics_listener.map(|listener| {
+    let metrics = listeners.metrics.map(|listener| {
         let metrics = metrics::Metrics::new();
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "serving Prometheus metrics at /metrics");
@@ -130,18 +145,11 @@ pub async fn run_with_metrics(
         tokio::task::spawn_blocking(move || health.set_ready(repository.load_all(&env, &options)))
     };
 
-    let routes = grpc::routes(
-        Arc::clone(&repository),
+    let grpc = grpc::service(
+        Inference::new(Arc::clone(&repository)),
         Arc::clone(&health),
         config.max_message_size,
     )?;
-
-    // Small requests must not wait for Nagle's algorithm.
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        stream.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
 
     let (drain_started, drain_begun) = tokio::sync::oneshot::channel::<()>();
     let signal = {
@@ -153,9 +161,7 @@ pub async fn run_with_metrics(
             let _ = drain_started.send(());
         }
     };
-    let server = tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal);
+    let server = serve::serve(listeners.grpc, grpc, signal);
     let drain_deadline = async move {
         if drain_begun.await.is_err() {
             // The server ended without a shutdown signal.
@@ -164,16 +170,15 @@ pub async fn run_with_metrics(
         tokio::time::sleep(config.drain_timeout).await;
     };
 
-    let result = tokio::select! {
-        result = server => result.map_err(ServeError::from),
+    tokio::select! {
+        () = server => {}
         () = drain_deadline => {
             tracing::warn!(
                 timeout = ?config.drain_timeout,
                 "drain timeout reached with requests still in flight; exiting"
             );
-            Ok(())
         }
-    };
+    }
     // A model still loading at shutdown finishes in the background; loaded
     // versions stop their worker threads once unloaded.
     loader.abort();
@@ -182,5 +187,19 @@ pub async fn run_with_metrics(
     }
     repository.unload_all();
     tracing::info!("stopped");
-    result
+    Ok(())
+}
+
+/// Pieces of the request path for the benchmarks in `benches/` (and
+/// fuzzing): not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::backend::{Instance, SessionOptions, environment};
+    pub use crate::scheduler::{
+        BatchPolicy, ComputeTimes, Decision, ExecError, Executed, Executor, Observer, Queue,
+        Queued, Scheduler, SchedulerError, SlotId, Ticket, Unobserved, Waiting,
+    };
+    pub use crate::tensor::{
+        DataType, DecodedRequest, ModelSpec, Tensor, TensorSpec, decode_request, encode_outputs,
+    };
 }

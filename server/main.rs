@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use oxserve::Config;
-use serde::Serialize;
+use oxserve::{Config, LogFormat, SettingFlags};
 
 /// A KServe v2 / Open Inference Protocol gRPC server for ONNX models.
 #[derive(Debug, Parser)]
@@ -30,99 +29,25 @@ enum Command {
 }
 
 /// Flags of `serve`; each overrides the config key of the same name.
-#[derive(Debug, Args, Serialize)]
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// TOML file with any of the keys below (snake_case).
     #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
     config: Option<PathBuf>,
-    /// Model repository: <DIR>/<model>/<version>/model.onnx
-    /// [key: model_repository, env: OXSERVE_MODEL_REPOSITORY, default: /models]
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model_repository: Option<PathBuf>,
-    /// gRPC listen address [key: grpc_address, env: OXSERVE_GRPC_ADDRESS, default: 0.0.0.0:8001]
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc_address: Option<String>,
-    /// Largest gRPC message, in bytes or with a unit such as 256MiB
-    /// [key: max_message_size, env: OXSERVE_MAX_MESSAGE_SIZE, default: 256MiB]
-    #[arg(long, value_name = "SIZE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_message_size: Option<String>,
-    /// How long in-flight requests may finish after SIGTERM, e.g. 30s
-    /// [key: drain_timeout, env: OXSERVE_DRAIN_TIMEOUT, default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    drain_timeout: Option<String>,
-    /// Path of libonnxruntime.so
-    /// [key: onnxruntime_library, env: OXSERVE_ONNXRUNTIME_LIBRARY, default: ORT_DYLIB_PATH, beside the binary, or .oxserve/onnxruntime/]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    onnxruntime_library: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads per model instance; 0 = all cores
-    /// [key: intra_op_threads, env: OXSERVE_INTRA_OP_THREADS, default: 1]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    intra_op_threads: Option<usize>,
-    /// Model instances (sessions, each on its own thread) for models whose
-    /// config.pbtxt has no instance_group
-    /// [key: instances, env: OXSERVE_INSTANCES, default: 1]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instances: Option<usize>,
-    /// Largest batch formed for models that can batch and set none; 0 = no batching
-    /// [key: max_batch_size, env: OXSERVE_MAX_BATCH_SIZE, default: 64]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_batch_size: Option<usize>,
-    /// Batch sizes run as soon as formed, comma-separated, e.g. 8,16
-    /// [key: preferred_batch_sizes, env: OXSERVE_PREFERRED_BATCH_SIZES (e.g. [8,16]), default: none]
-    #[arg(long, value_name = "N,N", value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    preferred_batch_sizes: Option<Vec<usize>>,
-    /// Longest a request waits for others to join its batch, e.g. 500us
-    /// [key: max_queue_delay, env: OXSERVE_MAX_QUEUE_DELAY, default: 0s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_queue_delay: Option<String>,
-    /// Requests that may wait per model version before UNAVAILABLE
-    /// [key: max_queue_size, env: OXSERVE_MAX_QUEUE_SIZE, default: 1024]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_queue_size: Option<usize>,
-    /// Report ready only when every model loaded
-    /// [key: strict_readiness, env: OXSERVE_STRICT_READINESS, default: true]
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    strict_readiness: Option<bool>,
-    /// Log filter: error, warn, info, debug, trace or a tracing directive
-    /// [key: log_level, env: OXSERVE_LOG_LEVEL, default: info]
-    #[arg(long, value_name = "FILTER")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_level: Option<String>,
-    /// Log format: text or json
-    /// [key: log_format, env: OXSERVE_LOG_FORMAT, default: text]
-    #[arg(long, value_name = "FORMAT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_format: Option<String>,
-    /// Serve Prometheus metrics
-    /// [key: metrics, env: OXSERVE_METRICS, default: true]
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics: Option<bool>,
-    /// Prometheus endpoint address (GET /metrics)
-    /// [key: metrics_address, env: OXSERVE_METRICS_ADDRESS, default: 0.0.0.0:8002]
-    #[arg(long, value_name = "HOST:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics_address: Option<String>,
+    #[command(flatten)]
+    settings: SettingFlags,
 }
 
 #[derive(Debug, Args)]
 struct HealthArgs {
-    /// Server address, HOST:PORT (plaintext gRPC).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8001")]
-    addr: String,
+    /// Server address, HOST:PORT (plaintext gRPC). Default: the server's
+    /// own grpc_address (from --config, OXSERVE_GRPC_ADDRESS or its
+    /// default), with an unspecified host (0.0.0.0, ::) asked on loopback.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    /// The server's TOML config file, to read grpc_address from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Service to check: "" (the server) or inference.GRPCInferenceService.
     #[arg(long, value_name = "NAME", default_value = "")]
     service: String,
@@ -140,7 +65,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let figment = Config::figment(args.config.as_deref(), &args);
+    let figment = Config::figment(args.config.as_deref(), args.settings.dict());
     let config = match Config::from_figment(&figment) {
         Ok(config) => config,
         Err(e) => {
@@ -151,9 +76,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt().with_env_filter(config.log_filter());
     match config.log_format {
-        oxserve::config::LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
         // Colour only for people: log collectors get plain text.
-        oxserve::config::LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -167,15 +92,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let address = config.grpc_address;
-        let listener = match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => listener,
+        let listeners = match oxserve::Listeners::bind(&config).await {
+            Ok(listeners) => listeners,
             Err(e) => {
-                eprintln!("oxserve: cannot listen on grpc_address {address}: {e}");
+                eprintln!("oxserve: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        match oxserve::run(config, listener, shutdown_signal()).await {
+        match oxserve::run(config, listeners, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("oxserve: {e}");
@@ -207,7 +131,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// The address `oxserve health` asks: `--addr`, else the server's own
+/// `grpc_address` as its configuration layers give it.
+fn health_address(args: &HealthArgs) -> Result<String, String> {
+    if let Some(addr) = &args.addr {
+        return Ok(addr.clone());
+    }
+    let figment = Config::figment(args.config.as_deref(), figment::value::Dict::new());
+    let mut address: std::net::SocketAddr = figment
+        .extract_inner("grpc_address")
+        .map_err(|e| format!("cannot read grpc_address: {e}"))?;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(address.to_string())
+}
+
 fn health(args: HealthArgs) -> ExitCode {
+    let addr = match health_address(&args) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("oxserve health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,7 +168,8 @@ fn health(args: HealthArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async { tokio::time::timeout(args.timeout, check(&args)).await });
+    let result = runtime
+        .block_on(async { tokio::time::timeout(args.timeout, check(&addr, &args.service)).await });
     let shown = if args.service.is_empty() {
         "\"\""
     } else {
@@ -234,13 +185,13 @@ fn health(args: HealthArgs) -> ExitCode {
             }
         }
         Ok(Err(e)) => {
-            eprintln!("oxserve health: {}: {e}", args.addr);
+            eprintln!("oxserve health: {addr}: {e}");
             ExitCode::FAILURE
         }
         Err(_) => {
             eprintln!(
-                "oxserve health: {}: no answer within {:?}",
-                args.addr, args.timeout
+                "oxserve health: {addr}: no answer within {:?}",
+                args.timeout
             );
             ExitCode::FAILURE
         }
@@ -248,9 +199,10 @@ fn health(args: HealthArgs) -> ExitCode {
 }
 
 async fn check(
-    args: &HealthArgs,
+    addr: &str,
+    service: &str,
 ) -> Result<tonic_health::pb::health_check_response::ServingStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("invalid address: {e}"))?;
     let channel = endpoint
         .connect()
@@ -259,7 +211,7 @@ async fn check(
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = client
         .check(tonic_health::pb::HealthCheckRequest {
-            service: args.service.clone(),
+            service: service.to_string(),
         })
         .await
         .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;

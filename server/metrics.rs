@@ -24,35 +24,35 @@ use metrics_exporter_prometheus::{
 use tokio::net::TcpListener;
 
 /// Metric names, with the Triton metric each corresponds to (docs/metrics.md).
-pub mod names {
+pub(crate) mod names {
     /// Requests answered, by gRPC code (`nv_inference_request_success` /
     /// `nv_inference_request_failure`).
-    pub const REQUESTS: &str = "oxserve_requests_total";
+    pub(crate) const REQUESTS: &str = "oxserve_requests_total";
     /// Rows inferred (`nv_inference_count`).
-    pub const INFERENCES: &str = "oxserve_inferences_total";
+    pub(crate) const INFERENCES: &str = "oxserve_inferences_total";
     /// Model executions, one per batch (`nv_inference_exec_count`).
-    pub const EXECUTIONS: &str = "oxserve_executions_total";
+    pub(crate) const EXECUTIONS: &str = "oxserve_executions_total";
     /// Requests waiting in the queue (`nv_inference_pending_request_count`).
-    pub const PENDING: &str = "oxserve_pending_requests";
+    pub(crate) const PENDING: &str = "oxserve_pending_requests";
     /// Requests in the server, from arrival to answer (queued or running);
     /// the signal for scaling on load (no Triton counterpart).
-    pub const INFLIGHT: &str = "oxserve_inflight_requests";
+    pub(crate) const INFLIGHT: &str = "oxserve_inflight_requests";
     /// Time in the server per request (`nv_inference_request_duration_us`).
-    pub const REQUEST_DURATION: &str = "oxserve_request_duration_seconds";
+    pub(crate) const REQUEST_DURATION: &str = "oxserve_request_duration_seconds";
     /// Time waiting in the queue (`nv_inference_queue_duration_us`).
-    pub const QUEUE_DURATION: &str = "oxserve_queue_duration_seconds";
+    pub(crate) const QUEUE_DURATION: &str = "oxserve_queue_duration_seconds";
     /// Input preparation (`nv_inference_compute_input_duration_us`).
-    pub const COMPUTE_INPUT_DURATION: &str = "oxserve_compute_input_duration_seconds";
+    pub(crate) const COMPUTE_INPUT_DURATION: &str = "oxserve_compute_input_duration_seconds";
     /// Model execution (`nv_inference_compute_infer_duration_us`).
-    pub const COMPUTE_INFER_DURATION: &str = "oxserve_compute_infer_duration_seconds";
+    pub(crate) const COMPUTE_INFER_DURATION: &str = "oxserve_compute_infer_duration_seconds";
     /// Output extraction (`nv_inference_compute_output_duration_us`).
-    pub const COMPUTE_OUTPUT_DURATION: &str = "oxserve_compute_output_duration_seconds";
+    pub(crate) const COMPUTE_OUTPUT_DURATION: &str = "oxserve_compute_output_duration_seconds";
     /// Rows per execution.
-    pub const BATCH_SIZE: &str = "oxserve_batch_size";
+    pub(crate) const BATCH_SIZE: &str = "oxserve_batch_size";
     /// Time the last load of a version took (`nv_model_load_duration_secs`).
-    pub const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
+    pub(crate) const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
     /// 1 for the state a version is in, 0 for the others.
-    pub const MODEL_STATE: &str = "oxserve_model_state";
+    pub(crate) const MODEL_STATE: &str = "oxserve_model_state";
 }
 
 /// Every metric: name, kind, unit and help text, described once.
@@ -171,7 +171,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// One server's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
@@ -185,7 +185,7 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// A recorder with every metric described.
-    pub fn new() -> Arc<Metrics> {
+    pub(crate) fn new() -> Arc<Metrics> {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             .and_then(|b| {
@@ -224,7 +224,7 @@ impl Metrics {
     }
 
     /// Handles for one model version.
-    pub fn version(self: &Arc<Self>, model: &str, version: u64) -> VersionMetrics {
+    pub(crate) fn version(self: &Arc<Self>, model: &str, version: u64) -> VersionMetrics {
         let labels = || Self::labels(model, version);
         let counter = |name| {
             self.recorder
@@ -258,7 +258,13 @@ impl Metrics {
 
     /// Records that a version entered `state` ("loading", "ready" or
     /// "failed"), and how long loading took once it is done.
-    pub fn model_state(&self, model: &str, version: u64, state: &str, load_seconds: Option<f64>) {
+    pub(crate) fn model_state(
+        &self,
+        model: &str,
+        version: u64,
+        state: &str,
+        load_seconds: Option<f64>,
+    ) {
         for candidate in ["loading", "ready", "failed"] {
             let mut labels = Self::labels(model, version);
             labels.push(Label::new("state", candidate));
@@ -278,13 +284,13 @@ impl Metrics {
     }
 
     /// The exposition text, with process metrics sampled now.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
         self.handle.render()
     }
 
     /// Serves `GET /metrics` on `listener` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener) {
         // Histogram samples are kept raw until upkeep folds them into their
         // buckets; without it, memory would grow with every request between
         // scrapes (the exporter's own installer runs this on a thread).
@@ -349,7 +355,7 @@ impl Metrics {
 }
 
 /// Metric handles of one model version; all no-ops when metrics are off.
-pub struct VersionMetrics {
+pub(crate) struct VersionMetrics {
     owner: Option<(Arc<Metrics>, String, u64)>,
     /// Request counters by gRPC code, registered on first use.
     requests: [OnceLock<Counter>; 17],

@@ -11,21 +11,26 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::metrics::VersionMetrics;
-use crate::proto::inference::{
+use oxserve_proto::inference::{
     InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration,
 };
 
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::metrics::VersionMetrics;
+use crate::scheduler::{ComputeTimes, Observer};
+
 /// A count and a total duration.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     count: AtomicU64,
     ns: AtomicU64,
 }
 
 impl Tally {
     /// Adds one occurrence that took `elapsed`.
-    pub fn add(&self, elapsed: Duration) {
+    pub(crate) fn add(&self, elapsed: Duration) {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.ns.fetch_add(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
@@ -34,12 +39,12 @@ impl Tally {
     }
 
     /// Occurrences so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Total nanoseconds so far.
-    pub fn ns(&self) -> u64 {
+    pub(crate) fn ns(&self) -> u64 {
         self.ns.load(Ordering::Relaxed)
     }
 
@@ -51,17 +56,6 @@ impl Tally {
     }
 }
 
-/// Time spent in the three compute stages of one execution.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ComputeTimes {
-    /// Building the model's input tensors (the copy into the batch).
-    pub input: Duration,
-    /// Inside ONNX Runtime.
-    pub infer: Duration,
-    /// Splitting and copying outputs into responses.
-    pub output: Duration,
-}
-
 #[derive(Debug, Default)]
 struct BatchTally {
     input: Tally,
@@ -69,22 +63,52 @@ struct BatchTally {
     output: Tally,
 }
 
-/// A request in flight; see [`VersionStats::in_flight`].
+/// One request being answered; see [`VersionStats::begin`]. It is counted
+/// exactly once: as a success, as a failure with its code, or, when dropped
+/// unfinished (the caller went away), as cancelled.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a VersionStats);
+#[must_use = "a dropped record counts its request as cancelled"]
+pub(crate) struct RequestRecord<'a> {
+    stats: &'a VersionStats,
+    received: Instant,
+    done: bool,
+}
 
-impl Drop for InFlight<'_> {
+impl RequestRecord<'_> {
+    /// The request was answered successfully.
+    pub(crate) fn succeeded(mut self) {
+        self.done = true;
+        let elapsed = self.received.elapsed();
+        self.stats.success.add(elapsed);
+        self.stats.metrics.requests(Code::Ok).increment(1);
+        self.stats.metrics.request_duration.record(elapsed);
+    }
+
+    /// The request failed with `code`.
+    pub(crate) fn failed(mut self, code: Code) {
+        self.done = true;
+        self.stats.record_failure(self.received.elapsed(), code);
+    }
+}
+
+impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
-        self.0.metrics.inflight.decrement(1.0);
+        if !self.done {
+            self.stats
+                .record_failure(self.received.elapsed(), Code::Cancelled);
+        }
+        self.stats.metrics.inflight.decrement(1.0);
     }
 }
 
 /// Statistics of one model version.
 #[derive(Debug, Default)]
-pub struct VersionStats {
+pub(crate) struct VersionStats {
     /// Requests answered successfully, with their time in the server.
     pub success: Tally,
-    /// Requests that failed after reaching this version.
+    /// Requests that failed after reaching this version (cancelled ones
+    /// included: Triton's statistics have no separate count for them; the
+    /// metrics do, by code).
     pub fail: Tally,
     /// Time requests waited in the queue.
     pub queue: Tally,
@@ -103,86 +127,42 @@ pub struct VersionStats {
 
 impl VersionStats {
     /// Statistics that also feed `metrics`.
-    pub fn new(metrics: VersionMetrics) -> VersionStats {
+    pub(crate) fn new(metrics: VersionMetrics) -> VersionStats {
         VersionStats {
             metrics,
             ..VersionStats::default()
         }
     }
 
-    /// A request answered successfully after `elapsed` in the server.
-    pub fn record_success(&self, elapsed: Duration) {
-        self.success.add(elapsed);
-        self.metrics.requests(tonic::Code::Ok).increment(1);
-        self.metrics.request_duration.record(elapsed);
+    /// Starts accounting for a request that arrived at `received`; it is
+    /// in flight until the record is finished or dropped.
+    pub(crate) fn begin(&self, received: Instant) -> RequestRecord<'_> {
+        self.metrics.inflight.increment(1.0);
+        RequestRecord {
+            stats: self,
+            received,
+            done: false,
+        }
     }
 
-    /// A request that failed with `code` after `elapsed`.
-    pub fn record_failure(&self, elapsed: Duration, code: tonic::Code) {
+    fn record_failure(&self, elapsed: Duration, code: Code) {
         self.fail.add(elapsed);
         self.metrics.requests(code).increment(1);
         self.metrics.request_duration.record(elapsed);
     }
 
-    /// A request leaving the queue for execution after waiting `waited`.
-    pub fn record_queue(&self, waited: Duration) {
-        self.queue.add(waited);
-        self.metrics.queue_duration.record(waited);
-    }
-
-    /// Counts a request as in flight until the guard is dropped (answered,
-    /// failed or cancelled alike).
-    pub fn in_flight(&self) -> InFlight<'_> {
-        self.metrics.inflight.increment(1.0);
-        InFlight(self)
-    }
-
-    /// Requests now waiting in the queue.
-    pub fn set_pending(&self, waiting: usize) {
-        self.metrics.pending.set(waiting as f64);
-    }
-
-    /// Records one execution of `requests` requests carrying `rows` rows.
-    /// Like Triton, every request in the batch is charged the batch's full
-    /// compute times.
-    pub fn record_execution(&self, requests: usize, rows: usize, times: ComputeTimes) {
-        for _ in 0..requests {
-            self.compute_input.add(times.input);
-            self.compute_infer.add(times.infer);
-            self.compute_output.add(times.output);
-            self.metrics.compute_input.record(times.input);
-            self.metrics.compute_infer.record(times.infer);
-            self.metrics.compute_output.record(times.output);
-        }
-        self.inference_count
-            .fetch_add(rows as u64, Ordering::Relaxed);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
-        self.metrics.inferences.increment(rows as u64);
-        self.metrics.executions.increment(1);
-        self.metrics.batch_size.record(rows as f64);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_inference_ms.store(now_ms, Ordering::Relaxed);
-        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let tally = batches.entry(rows as u64).or_default();
-        tally.input.add(times.input);
-        tally.infer.add(times.infer);
-        tally.output.add(times.output);
-    }
-
     /// Rows inferred successfully.
-    pub fn inference_count(&self) -> u64 {
+    pub(crate) fn inference_count(&self) -> u64 {
         self.inference_count.load(Ordering::Relaxed)
     }
 
     /// Model executions.
-    pub fn execution_count(&self) -> u64 {
+    pub(crate) fn execution_count(&self) -> u64 {
         self.execution_count.load(Ordering::Relaxed)
     }
 
     /// The protocol message for this version.
-    pub fn to_proto(&self, name: &str, version: u64) -> ModelStatistics {
+    pub(crate) fn to_proto(&self, name: &str, version: u64) -> ModelStatistics {
         let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         ModelStatistics {
             name: name.to_string(),
@@ -208,5 +188,44 @@ impl VersionStats {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Observer for VersionStats {
+    fn pending(&self, waiting: usize) {
+        self.metrics.pending.set(waiting as f64);
+    }
+
+    fn dequeued(&self, waited: Duration) {
+        self.queue.add(waited);
+        self.metrics.queue_duration.record(waited);
+    }
+
+    /// Like Triton, every request in the batch is charged the batch's full
+    /// compute times.
+    fn executed(&self, requests: usize, rows: usize, times: ComputeTimes) {
+        for _ in 0..requests {
+            self.compute_input.add(times.input);
+            self.compute_infer.add(times.infer);
+            self.compute_output.add(times.output);
+            self.metrics.compute_input.record(times.input);
+            self.metrics.compute_infer.record(times.infer);
+            self.metrics.compute_output.record(times.output);
+        }
+        self.inference_count
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        self.metrics.inferences.increment(rows as u64);
+        self.metrics.executions.increment(1);
+        self.metrics.batch_size.record(rows as f64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_inference_ms.store(now_ms, Ordering::Relaxed);
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let tally = batches.entry(rows as u64).or_default();
+        tally.input.add(times.input);
+        tally.infer.add(times.infer);
+        tally.output.add(times.output);
     }
 }

@@ -6,6 +6,11 @@
 //! The two servers serve the same model under different version numbers,
 //! so each response says which server answered it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use std::collections::BTreeMap;

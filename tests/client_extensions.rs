@@ -1,6 +1,11 @@
 //! The SDK's helpers for Triton's extensions against a real in-process
 //! oxserve: `ModelConfig`, `ModelStatistics` and `ModelStreamInfer`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use common::{config, start, test_models};

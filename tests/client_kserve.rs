@@ -8,12 +8,17 @@
 //! `import kserve`. That Python is `$KSERVE_PYTHON` if set, else the
 //! project's `.venv/bin/python`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use oxserve_client::{Client, Datatype, Error, RetryPolicy};
+use oxserve_client::{Client, DataType, Error, RetryPolicy};
 use tonic::Code;
 
 fn python() -> PathBuf {
@@ -146,7 +151,7 @@ async fn the_sdk_works_against_kserve() {
     let half = vec![0x00, 0x3c, 0x00, 0xc0];
     let response = client
         .infer("echo")
-        .input_raw("h", Datatype::Fp16, [2], half.clone())
+        .input_raw("h", DataType::Fp16, [2], half.clone())
         .send()
         .await
         .unwrap();

@@ -2,13 +2,18 @@
 //! the typed API, every helper, and errors that keep the server's code and
 //! message (or are caught before anything is sent).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use common::{INFERENCE_SERVICE, config, example_models, start, test_models};
-use oxserve_client::{Client, Datatype, Element, Error, Output, RetryPolicy, ServingStatus};
+use oxserve_client::{Client, DataType, Element, Error, Output, RetryPolicy, ServingStatus};
 use tonic::Code;
 
 /// Sends `values` through `identity_<datatype>` with the typed builder and
@@ -32,7 +37,7 @@ async fn typed<T: Element + PartialEq + Debug>(
     assert_eq!((out.dtype().unwrap(), out.shape()), (dt, &shape[..]));
     assert_eq!(read(&out).unwrap(), values, "{dt}");
     // Reading as another type is the caller's mistake, not the server's.
-    let wrong = if dt == Datatype::Fp32 {
+    let wrong = if dt == DataType::Fp32 {
         out.as_f64().map(drop)
     } else {
         out.as_f32().map(drop)
@@ -59,12 +64,12 @@ async fn every_datatype_round_trips_through_the_typed_api() {
     // FP16 and BF16 have no Rust primitive (without the `half` feature):
     // they travel as raw little-endian bytes.
     for (dt, model) in [
-        (Datatype::Fp16, "identity_fp16"),
-        (Datatype::Bf16, "identity_bf16"),
+        (DataType::Fp16, "identity_fp16"),
+        (DataType::Bf16, "identity_bf16"),
     ] {
         // 1.0, -2.0 and +infinity in each encoding.
         let raw = match dt {
-            Datatype::Fp16 => vec![0x00, 0x3c, 0x00, 0xc0, 0x00, 0x7c],
+            DataType::Fp16 => vec![0x00, 0x3c, 0x00, 0xc0, 0x00, 0x7c],
             _ => vec![0x80, 0x3f, 0x00, 0xc0, 0x80, 0x7f],
         };
         let response = c

@@ -2,6 +2,11 @@
 //! code, a message naming the model, the tensor and what was expected, and a
 //! server that keeps serving afterwards.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use common::{config, f32_bytes, start, test_models};
@@ -23,7 +28,7 @@ fn request(model: &str, inputs: Vec<Input>, raw: Vec<Vec<u8>>) -> pb::ModelInfer
     pb::ModelInferRequest {
         model_name: model.into(),
         inputs,
-        raw_input_contents: raw,
+        raw_input_contents: raw.into_iter().map(Into::into).collect(),
         ..Default::default()
     }
 }

@@ -1,6 +1,11 @@
 //! Inference through the real server and the SDK: every datatype, raw and
 //! typed contents, BYTES edge cases, several inputs and outputs, versions.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use common::{config, example_models, start, test_models};
@@ -15,7 +20,7 @@ async fn round_trip(client: &oxserve_client::Client, dt: &str, shape: &[i64], ra
         .infer(&model)
         .input_raw(
             "INPUT0",
-            dt.parse::<oxserve_client::Datatype>().unwrap(),
+            dt.parse::<oxserve_client::DataType>().unwrap(),
             shape,
             raw.clone(),
         )
@@ -244,7 +249,7 @@ async fn typed_contents_are_accepted_for_every_typed_datatype() {
         (
             "BYTES",
             pb::InferTensorContents {
-                bytes_contents: vec![b"".to_vec(), vec![0xffu8, 0]],
+                bytes_contents: vec![bytes::Bytes::new(), bytes::Bytes::from_static(&[0xff, 0])],
                 ..Default::default()
             },
             vec![0, 0, 0, 0, 2, 0, 0, 0, 0xff, 0],

@@ -1,5 +1,10 @@
 //! Health transitions, readiness, graceful drain and its bound, in-process.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use std::time::{Duration, Instant};

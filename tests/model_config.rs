@@ -2,6 +2,11 @@
 //! format accepted unchanged, completion visible in ModelConfig, invalid
 //! fields failing only their model, and the GPU fall-back on a CPU machine.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use common::{config, example_models, start, test_models};

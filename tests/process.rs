@@ -2,6 +2,11 @@
 //! drains and exits 0, `oxserve health` exit codes, start-up errors that name
 //! the key or the fix, `--help` covering every configuration key.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use std::process::{Child, Command, Output, Stdio};
@@ -187,9 +192,8 @@ fn help_documents_every_configuration_key() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for key in oxserve::config::KEYS {
-        let flag = format!("--{}", key.replace('_', "-"));
-        let env = format!("OXSERVE_{}", key.to_uppercase());
+    for setting in oxserve::SETTINGS {
+        let (flag, env) = (setting.flag(), setting.env());
         assert!(help.contains(&flag), "--help lacks {flag}");
         assert!(help.contains(&env), "--help lacks {env}");
     }

@@ -1,6 +1,11 @@
 //! Server reflection, v1 and v1alpha: what grpcurl, ghz and GUI clients use
 //! to call the server without proto files.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use common::{config, start, test_models};

@@ -2,6 +2,11 @@
 //! ModelStatistics), full queues, deadlines and cancelled requests that are
 //! never executed, and ModelStreamInfer.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
 mod common;
 
 use std::time::Duration;
@@ -27,73 +32,42 @@ async fn stats(client: &Client, model: &str) -> pb::ModelStatistics {
     response.model_stats.into_iter().next().unwrap()
 }
 
-/// Keeps the `spin` model's single worker busy for a while (~30 µs per
-/// iteration).
-fn spin(
-    client: &Client,
-    iterations: i64,
-) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
-    spin_call(client, iterations, None)
-}
+const FP32: &str = "model=\"identity_fp32\",version=\"1\"";
 
-/// A one-iteration `spin` request with a `timeout` parameter.
-fn spin_with_timeout_param(
+/// A one-row `identity_fp32` request, sent from a task of its own.
+fn one_row(
     client: &Client,
-    micros: i64,
-) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
-    spin_call(client, 1, Some(micros))
-}
-
-fn spin_call(
-    client: &Client,
-    iterations: i64,
-    timeout_micros: Option<i64>,
+    timeout_param: Option<i64>,
 ) -> JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>> {
     let client = client.clone();
     tokio::spawn(async move {
-        let mut call = client.infer("spin").input("ITERATIONS", [1], &[iterations]);
-        if let Some(micros) = timeout_micros {
+        let mut call = client
+            .infer("identity_fp32")
+            .input("INPUT0", [1, 4], &[1.0f32; 4]);
+        if let Some(micros) = timeout_param {
             call = call.parameter("timeout", micros);
         }
         call.send().await
     })
 }
 
-/// Starts a long `spin` request and returns once the worker is running it:
-/// a probe with a 20 ms `timeout` that expires proves the worker busy.
-/// Returns the long request and how many probes ran before it started.
-async fn occupy(
-    client: &Client,
-) -> (
-    JoinHandle<oxserve_client::Result<oxserve_client::InferResponse>>,
-    u64,
-) {
-    let mut probes_ran = 0;
-    for _ in 0..20 {
-        let busy = spin(client, 30_000);
-        loop {
-            match spin_with_timeout_param(client, 20_000).await.unwrap() {
-                Ok(_) => probes_ran += 1,
-                Err(e) => {
-                    assert_eq!(e.code(), Some(Code::DeadlineExceeded), "{e}");
-                    return (busy, probes_ran);
-                }
-            }
-            if busy.is_finished() {
-                // It lost a race for the queue; start another.
-                busy.await.unwrap().ok();
-                break;
-            }
-        }
-    }
-    panic!("the worker was never seen busy");
+/// A server whose `identity_fp32` batches up to 4 rows and waits 10 s for
+/// a batch to fill: a lone one-row request stays queued, deterministically,
+/// until the test fills the batch, cancels it or its deadline passes.
+async fn start_batching(max_queue_size: usize) -> common::TestServer {
+    let mut cfg = config(&test_models());
+    cfg.max_batch_size = 4;
+    cfg.max_queue_delay = Duration::from_secs(10);
+    cfg.max_queue_size = max_queue_size;
+    start(cfg).await
 }
 
 #[tokio::test]
 async fn concurrent_requests_run_as_one_batch_and_get_their_own_rows_back() {
     let mut cfg = config(&test_models());
     cfg.max_batch_size = 4;
-    cfg.max_queue_delay = Duration::from_secs(2);
+    // Long enough that the test never depends on when the two arrive.
+    cfg.max_queue_delay = Duration::from_secs(10);
     let server = start(cfg).await;
     // A request carrying 3 rows and one carrying 1 fill a batch of 4.
     let calls: Vec<_> = [(3usize, 10.0f32), (1, 20.0)]
@@ -122,7 +96,7 @@ async fn concurrent_requests_run_as_one_batch_and_get_their_own_rows_back() {
         call.await.unwrap();
     }
     let s = stats(&server.client, "identity_fp32").await;
-    // Full at 4 rows: it ran at once, not after the 2 s delay.
+    // Full at 4 rows: it ran at once, not after the 10 s delay.
     assert_eq!(s.execution_count, 1);
     assert_eq!(s.inference_count, 4);
     let batch: Vec<(u64, u64)> = s
@@ -145,8 +119,10 @@ async fn concurrent_requests_run_as_one_batch_and_get_their_own_rows_back() {
 #[tokio::test]
 async fn only_requests_with_the_same_non_batch_shape_batch_together() {
     let mut cfg = config(&test_models());
-    cfg.max_batch_size = 8;
-    cfg.max_queue_delay = Duration::from_millis(300);
+    // Two rows fill a batch, and a lone row would wait 10 s: each pair of
+    // the same width runs as soon as it is complete, whenever that is.
+    cfg.max_batch_size = 2;
+    cfg.max_queue_delay = Duration::from_secs(10);
     let server = start(cfg).await;
     let calls: Vec<_> = [4i64, 8, 4, 8]
         .into_iter()
@@ -180,60 +156,84 @@ async fn only_requests_with_the_same_non_batch_shape_batch_together() {
 
 #[tokio::test]
 async fn a_full_queue_answers_unavailable_at_once() {
-    let mut cfg = config(&test_models());
-    cfg.max_queue_size = 1;
-    let server = start(cfg).await;
+    let server = start_batching(1).await;
     let c = &server.client;
-    let (busy, _) = occupy(c).await;
-    // The worker is busy: of two requests sent together, one takes the
-    // single queue slot (the expired probe no longer counts) and the other
-    // is refused at once.
-    let pair = [spin(c, 1), spin(c, 1)];
-    let mut outcomes = Vec::new();
-    for call in pair {
-        outcomes.push(call.await.unwrap());
-    }
-    let refused: Vec<_> = outcomes.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(refused.len(), 1, "{outcomes:?}");
-    let e = refused[0];
+    // One row waits for its batch and takes the single queue slot.
+    let waiting = one_row(c, None);
+    server
+        .wait_for_metric(&format!("oxserve_pending_requests{{{FP32}}}"), 1.0)
+        .await;
+    let e = one_row(c, None).await.unwrap().unwrap_err();
     assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
     assert!(
         e.message().unwrap().contains("Exceeds maximum queue size"),
         "{e}"
     );
-    busy.await.unwrap().unwrap();
+    // A caller that gives up frees its slot at once.
+    waiting.abort();
+    server
+        .wait_for_metric(&format!("oxserve_pending_requests{{{FP32}}}"), 0.0)
+        .await;
+    let full = c
+        .infer("identity_fp32")
+        .input("INPUT0", [4, 4], &[1.0f32; 16])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.output("OUTPUT0").unwrap().shape(), &[4, 4]);
+    let s = stats(c, "identity_fp32").await;
+    assert_eq!(s.execution_count, 1, "only the full batch ran");
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
-async fn requests_past_their_deadline_are_dropped_unexecuted() {
-    let server = start(config(&test_models())).await;
+async fn requests_past_their_deadline_or_abandoned_are_dropped_unexecuted() {
+    let server = start_batching(16).await;
     let c = &server.client;
-    // `occupy` already shows a `timeout` parameter expiring in the queue.
-    let (busy, probes_ran) = occupy(c).await;
-
+    // The `timeout` parameter expires while the row waits for its batch.
+    let e = one_row(c, Some(20_000)).await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Some(Code::DeadlineExceeded), "{e}");
     // The client's own gRPC deadline (grpc-timeout) works the same way.
     let e = c
-        .infer("spin")
-        .input("ITERATIONS", [1], &[1i64])
+        .infer("identity_fp32")
+        .input("INPUT0", [1, 4], &[1.0f32; 4])
         .timeout(Some(Duration::from_millis(20)))
         .send()
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(Code::DeadlineExceeded), "{e}");
-
     // A client that gives up (drops the call) while queued.
-    let abandoned = spin(c, 1);
+    let abandoned = one_row(c, None);
+    server
+        .wait_for_metric(&format!("oxserve_pending_requests{{{FP32}}}"), 1.0)
+        .await;
     abandoned.abort();
-
-    busy.await.unwrap().unwrap();
-    // One more request after the queue has drained, to be sure the worker
-    // went through everything queued before it.
-    spin(c, 1).await.unwrap().unwrap();
-    let s = stats(c, "spin").await;
-    // The busy request, the early probes and the last one ran; the expired,
-    // timed-out and abandoned requests did not.
-    assert_eq!(s.execution_count, 2 + probes_ran);
+    server
+        .wait_for_metric(
+            &format!("oxserve_requests_total{{{FP32},code=\"CANCELLED\"}}"),
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        server.metrics().await[&format!("oxserve_pending_requests{{{FP32}}}")],
+        0.0
+    );
+    // A full batch runs; nothing before it did.
+    c.infer("identity_fp32")
+        .input("INPUT0", [4, 4], &[1.0f32; 16])
+        .send()
+        .await
+        .unwrap();
+    let s = stats(c, "identity_fp32").await;
+    assert_eq!(s.execution_count, 1);
+    assert_eq!(s.inference_count, 4);
+    let inference = s.inference_stats.unwrap();
+    assert_eq!(inference.success.unwrap().count, 1);
+    assert_eq!(
+        inference.fail.unwrap().count,
+        3,
+        "two deadlines, one cancel"
+    );
     server.stop().await.unwrap();
 }
 
@@ -249,7 +249,7 @@ async fn a_stream_answers_every_request_in_order_errors_included() {
             shape: vec![1, 1],
             ..Default::default()
         }],
-        raw_input_contents: vec![value.to_le_bytes().to_vec()],
+        raw_input_contents: vec![value.to_le_bytes().to_vec().into()],
         ..Default::default()
     };
     let requests = vec![

@@ -54,13 +54,13 @@ pub(crate) fn serve_in_process(
         builder.worker_threads(n.max(1));
     }
     let runtime = builder.build().map_err(|e| e.to_string())?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.grpc_address))
-        .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listeners = runtime
+        .block_on(oxserve::Listeners::bind(&config))
+        .map_err(|e| e.to_string())?;
+    let addr = listeners.grpc.local_addr().map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     runtime.spawn(async move {
-        let result = oxserve::run(config, listener, async move {
+        let result = oxserve::run(config, listeners, async move {
             let _ = stopped.await;
         })
         .await;

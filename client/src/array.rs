@@ -146,7 +146,7 @@ mod tests {
                 shape: vec![2, -1],
                 ..Default::default()
             }],
-            raw_output_contents: vec![vec![1, 2]],
+            raw_output_contents: vec![vec![1, 2].into()],
             ..Default::default()
         });
         let err = response.output("y").unwrap().to_array::<u8>().unwrap_err();

@@ -1,20 +1,19 @@
 //! The client and its unary RPCs.
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 
+use oxserve_proto::health::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient};
 use prost::Message;
 use tonic::{
-    codegen::http::uri::PathAndQuery,
+    client::GrpcService,
     metadata::{AsciiMetadataKey, AsciiMetadataValue},
     transport::Channel,
 };
-use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient};
 
 use crate::{
     ClientBuilder, Error, InferBuilder, Result, RetryEvent, RetryPolicy, ServingStatus,
     balance::{Backend, Pool},
     pb::{self, GrpcInferenceServiceClient},
-    rpc::{self, Method, SharedCodec},
 };
 
 /// The default limit, in bytes, on one message sent or received.
@@ -176,9 +175,7 @@ impl Client {
     /// client's message limits, for RPCs this type does not wrap. Calls
     /// through it are not retried and carry no configured headers.
     pub fn inference_client(&self) -> GrpcInferenceServiceClient<Channel> {
-        GrpcInferenceServiceClient::new(self.raw_channel())
-            .max_decoding_message_size(self.settings.max_receive_message_size)
-            .max_encoding_message_size(self.settings.max_send_message_size)
+        self.settings.inference_client(self.raw_channel())
     }
 
     /// The generated `grpc.health.v1.Health` client on the next endpoint's
@@ -198,14 +195,14 @@ impl Client {
     /// Whether the server is live (`ServerLive`).
     pub async fn is_live(&self) -> Result<bool> {
         let request = pb::ServerLiveRequest {};
-        let response: pb::ServerLiveResponse = self.unary(rpc::SERVER_LIVE, request).await?;
+        let response = self.unary(request).await?;
         Ok(response.live)
     }
 
     /// Whether the server is ready for inference (`ServerReady`).
     pub async fn is_ready(&self) -> Result<bool> {
         let request = pb::ServerReadyRequest {};
-        let response: pb::ServerReadyResponse = self.unary(rpc::SERVER_READY, request).await?;
+        let response = self.unary(request).await?;
         Ok(response.ready)
     }
 
@@ -216,15 +213,14 @@ impl Client {
             name: name.to_owned(),
             version: version.unwrap_or_default().to_owned(),
         };
-        let response: pb::ModelReadyResponse = self.unary(rpc::MODEL_READY, request).await?;
+        let response = self.unary(request).await?;
         Ok(response.ready)
     }
 
     /// The server's name, version and supported extensions
     /// (`ServerMetadata`).
     pub async fn server_metadata(&self) -> Result<pb::ServerMetadataResponse> {
-        self.unary(rpc::SERVER_METADATA, pb::ServerMetadataRequest {})
-            .await
+        self.unary(pb::ServerMetadataRequest {}).await
     }
 
     /// A model's versions, platform, inputs and outputs (`ModelMetadata`).
@@ -237,7 +233,7 @@ impl Client {
             name: name.to_owned(),
             version: version.unwrap_or_default().to_owned(),
         };
-        self.unary(rpc::MODEL_METADATA, request).await
+        self.unary(request).await
     }
 
     /// A model's configuration (`ModelConfig`, a Triton extension):
@@ -248,7 +244,7 @@ impl Client {
             name: name.to_owned(),
             version: version.unwrap_or_default().to_owned(),
         };
-        let response: pb::ModelConfigResponse = self.unary(rpc::MODEL_CONFIG, request).await?;
+        let response = self.unary(request).await?;
         response
             .config
             .ok_or_else(|| Error::decode(format!("ModelConfig for '{name}' has no config")))
@@ -266,8 +262,7 @@ impl Client {
             name: name.unwrap_or_default().to_owned(),
             version: version.unwrap_or_default().to_owned(),
         };
-        let response: pb::ModelStatisticsResponse =
-            self.unary(rpc::MODEL_STATISTICS, request).await?;
+        let response = self.unary(request).await?;
         Ok(response.model_stats)
     }
 
@@ -277,7 +272,7 @@ impl Client {
         let request = HealthCheckRequest {
             service: service.to_owned(),
         };
-        let response: HealthCheckResponse = self.unary(rpc::HEALTH_CHECK, request).await?;
+        let response = self.unary(request).await?;
         ServingStatus::from_wire(response.status)
     }
 
@@ -324,45 +319,41 @@ impl Client {
                 ),
             });
         }
-        self.call(rpc::MODEL_INFER, request, call).await
+        self.call(request, call).await
     }
 
     /// An idempotent unary call with the client's defaults.
-    async fn unary<Req, Resp>(&self, method: Method, request: Req) -> Result<Resp>
-    where
-        Req: Message + Send + Sync + 'static,
-        Resp: Message + Default + Send + 'static,
-    {
+    async fn unary<R: Unary>(&self, request: R) -> Result<R::Response> {
         let call = Call {
             timeout: self.settings.timeout,
             retry: true,
             headers: &[],
         };
-        self.call(method, request, call).await
+        self.call(request, call).await
     }
 
     /// Makes a unary call on the next endpoint, trying again (on the
-    /// endpoint after) as the retry policy allows. The request is shared
-    /// between attempts, not copied.
-    pub(crate) async fn call<Req, Resp>(
+    /// endpoint after) as the retry policy allows. Each attempt sends a
+    /// clone of the request, which shares its tensors (they are `Bytes`).
+    pub(crate) async fn call<R: Unary>(
         &self,
-        method: Method,
-        request: Req,
+        mut request: R,
         call: Call<'_>,
-    ) -> Result<Resp>
-    where
-        Req: Message + Send + Sync + 'static,
-        Resp: Message + Default + Send + 'static,
-    {
-        let request = Arc::new(request);
+    ) -> Result<R::Response> {
         let policy = &self.settings.retry;
         let mut attempt = 1;
         loop {
             let backend = self.pool.pick();
             let result = match &backend {
                 Some(backend) => {
-                    self.attempt(backend, method, Arc::clone(&request), call)
-                        .await
+                    // Without retries there is one attempt: no need to keep
+                    // the request.
+                    let message = if call.retry {
+                        request.clone()
+                    } else {
+                        std::mem::take(&mut request)
+                    };
+                    self.attempt(backend, message, call).await
                 }
                 None => Err(self.no_endpoint()),
             };
@@ -384,7 +375,7 @@ impl Client {
             }
             let delay = policy.delay(attempt);
             policy.notify(&RetryEvent {
-                method: method.name,
+                method: R::METHOD,
                 attempt,
                 error: &error,
                 endpoint: backend.as_ref().map_or(self.pool.target(), |b| b.name()),
@@ -396,33 +387,16 @@ impl Client {
     }
 
     /// One attempt of a unary call on `backend`.
-    async fn attempt<Req, Resp>(
+    async fn attempt<R: Unary>(
         &self,
         backend: &Backend,
-        method: Method,
-        message: Arc<Req>,
+        message: R,
         call: Call<'_>,
-    ) -> Result<Resp>
-    where
-        Req: Message + Send + Sync + 'static,
-        Resp: Message + Default + Send + 'static,
-    {
-        let mut grpc = tonic::client::Grpc::new(backend.channel.clone())
-            .max_decoding_message_size(self.settings.max_receive_message_size)
-            .max_encoding_message_size(self.settings.max_send_message_size);
-        // The channel is only "not ready" when its connection task is gone;
-        // another endpoint (or a retry) may do better, hence UNAVAILABLE.
-        grpc.ready().await.map_err(|e| Error::Status {
-            code: tonic::Code::Unavailable,
-            message: format!("endpoint {} is not ready: {e}", backend.name()),
-        })?;
-        let request = self.request(message, method, call);
+    ) -> Result<R::Response> {
+        let channel = ready(backend).await?;
+        let request = self.request(message, call);
         let started = Instant::now();
-        let path = PathAndQuery::from_static(method.path);
-        match grpc
-            .unary(request, path, SharedCodec::<Req, Resp>::default())
-            .await
-        {
+        match R::send(&self.settings, channel, request).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(status_error(status, call.timeout, started)),
         }
@@ -448,12 +422,7 @@ impl Client {
     }
 
     /// A request carrying `message`, the deadline and every header.
-    pub(crate) fn request<T>(
-        &self,
-        message: T,
-        method: Method,
-        call: Call<'_>,
-    ) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T, call: Call<'_>) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(timeout) = call.timeout {
             request.set_timeout(timeout);
@@ -463,10 +432,88 @@ impl Client {
             metadata.insert(key.clone(), value.clone());
         }
         request
-            .extensions_mut()
-            .insert(tonic::GrpcMethod::new(method.service, method.name));
-        request
     }
+}
+
+impl Settings {
+    /// The generated inference client on `channel`, with these message
+    /// limits.
+    pub(crate) fn inference_client(&self, channel: Channel) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(self.max_receive_message_size)
+            .max_encoding_message_size(self.max_send_message_size)
+    }
+
+    /// The generated health client on `channel`, with these message limits.
+    fn health_client(&self, channel: Channel) -> HealthClient<Channel> {
+        HealthClient::new(channel)
+            .max_decoding_message_size(self.max_receive_message_size)
+            .max_encoding_message_size(self.max_send_message_size)
+    }
+}
+
+/// `backend`'s channel once it can take a call.
+///
+/// The generated stubs wait for this too, but report a failure as UNKNOWN;
+/// a channel is only "not ready" when its connection task is gone, and
+/// another endpoint (or a retry) may do better, hence UNAVAILABLE. The
+/// returned channel holds its readiness, so the stub's own wait is
+/// immediate.
+pub(crate) async fn ready(backend: &Backend) -> Result<Channel> {
+    let mut channel = backend.channel.clone();
+    std::future::poll_fn(|cx| GrpcService::<tonic::body::Body>::poll_ready(&mut channel, cx))
+        .await
+        .map_err(|e| Error::Status {
+            code: tonic::Code::Unavailable,
+            message: format!("endpoint {} is not ready: {e}", backend.name()),
+        })?;
+    Ok(channel)
+}
+
+/// A unary RPC, named by its request message.
+pub(crate) trait Unary: Clone + Default + Send + 'static {
+    /// The RPC's response message.
+    type Response;
+
+    /// The method's name, as [`RetryEvent::method`] reports it.
+    const METHOD: &'static str;
+
+    /// Sends `request` through the generated stub on `channel`.
+    fn send(
+        settings: &Settings,
+        channel: Channel,
+        request: tonic::Request<Self>,
+    ) -> impl Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send;
+}
+
+macro_rules! unary {
+    ($($request:ty => $response:ty, $method:literal, $stub:ident.$rpc:ident;)*) => {$(
+        impl Unary for $request {
+            type Response = $response;
+            const METHOD: &'static str = $method;
+
+            fn send(
+                settings: &Settings,
+                channel: Channel,
+                request: tonic::Request<Self>,
+            ) -> impl Future<Output = Result<tonic::Response<$response>, tonic::Status>> + Send {
+                let mut stub = settings.$stub(channel);
+                async move { stub.$rpc(request).await }
+            }
+        }
+    )*};
+}
+
+unary! {
+    pb::ServerLiveRequest => pb::ServerLiveResponse, "ServerLive", inference_client.server_live;
+    pb::ServerReadyRequest => pb::ServerReadyResponse, "ServerReady", inference_client.server_ready;
+    pb::ModelReadyRequest => pb::ModelReadyResponse, "ModelReady", inference_client.model_ready;
+    pb::ServerMetadataRequest => pb::ServerMetadataResponse, "ServerMetadata", inference_client.server_metadata;
+    pb::ModelMetadataRequest => pb::ModelMetadataResponse, "ModelMetadata", inference_client.model_metadata;
+    pb::ModelInferRequest => pb::ModelInferResponse, "ModelInfer", inference_client.model_infer;
+    pb::ModelConfigRequest => pb::ModelConfigResponse, "ModelConfig", inference_client.model_config;
+    pb::ModelStatisticsRequest => pb::ModelStatisticsResponse, "ModelStatistics", inference_client.model_statistics;
+    HealthCheckRequest => HealthCheckResponse, "Check", health_client.check;
 }
 
 /// The client's error for a failed call.

@@ -5,15 +5,22 @@
 //! little-endian length followed by that many bytes. These functions are
 //! what [`InferBuilder`](crate::InferBuilder) and [`Output`](crate::Output)
 //! use; they are public so tests can hand-craft (or deliberately break) the
-//! blobs of a [`pb::ModelInferRequest`](crate::pb::ModelInferRequest).
+//! blobs of a [`pb::ModelInferRequest`](crate::pb::ModelInferRequest)
+//! (`.into()` turns a `Vec<u8>` into the message's `Bytes` without copying).
+//! Element counts and the `BYTES` stream are the [`oxserve_proto`] crate's,
+//! shared with the oxserve server.
 //!
 //! Decoding never trusts a length it has not checked against the bytes
 //! actually present, so a hostile shape or prefix cannot make it allocate
 //! more than a small multiple of the input's size.
 
-use crate::{Datatype, Error, Result, pb::InferTensorContents};
+use bytes::Bytes;
+pub use oxserve_proto::element_count;
+use oxserve_proto::{BytesElements, BytesWriter, MalformedBytes};
 
-/// A fixed-size element type that maps to one protocol [`Datatype`].
+use crate::{DataType, Error, Result, pb::InferTensorContents};
+
+/// A fixed-size element type that maps to one protocol [`DataType`].
 ///
 /// Implemented for `bool`, `i8`..`i64`, `u8`..`u64`, `f32` and `f64`, and
 /// with the `half` feature for `half::f16` (`FP16`) and `half::bf16`
@@ -24,7 +31,7 @@ use crate::{Datatype, Error, Result, pb::InferTensorContents};
 /// with [`Output::raw`](crate::Output::raw).
 pub trait Element: sealed::Sealed + Copy + Send + Sync + 'static {
     /// The protocol datatype of this element type.
-    const DATATYPE: Datatype;
+    const DATATYPE: DataType;
 }
 
 pub(crate) mod sealed {
@@ -45,7 +52,7 @@ pub(crate) mod sealed {
 macro_rules! numeric_element {
     ($($t:ty => $dt:ident, $field:ident;)*) => {$(
         impl Element for $t {
-            const DATATYPE: Datatype = Datatype::$dt;
+            const DATATYPE: DataType = DataType::$dt;
         }
 
         impl sealed::Sealed for $t {
@@ -62,7 +69,7 @@ macro_rules! numeric_element {
                     return Err(format!(
                         "{} bytes is not a whole number of {} elements",
                         raw.len(),
-                        Datatype::$dt
+                        DataType::$dt
                     ));
                 }
                 Ok(chunks.iter().map(|c| <$t>::from_le_bytes(*c)).collect())
@@ -74,7 +81,7 @@ macro_rules! numeric_element {
                     .iter()
                     .map(|&v| {
                         <$t>::try_from(v).map_err(|_| {
-                            format!("value {v} is out of range for {}", Datatype::$dt)
+                            format!("value {v} is out of range for {}", DataType::$dt)
                         })
                     })
                     .collect()
@@ -101,7 +108,7 @@ numeric_element! {
 macro_rules! half_element {
     ($($t:ty => $dt:ident;)*) => {$(
         impl Element for $t {
-            const DATATYPE: Datatype = Datatype::$dt;
+            const DATATYPE: DataType = DataType::$dt;
         }
 
         impl sealed::Sealed for $t {
@@ -118,7 +125,7 @@ macro_rules! half_element {
                     return Err(format!(
                         "{} bytes is not a whole number of {} elements",
                         raw.len(),
-                        Datatype::$dt
+                        DataType::$dt
                     ));
                 }
                 Ok(chunks.iter().map(|c| <$t>::from_le_bytes(*c)).collect())
@@ -130,7 +137,7 @@ macro_rules! half_element {
                 if *contents == InferTensorContents::default() {
                     Ok(Vec::new())
                 } else {
-                    Err(format!("{} travels raw only, but came in typed contents", Datatype::$dt))
+                    Err(format!("{} travels raw only, but came in typed contents", DataType::$dt))
                 }
             }
         }
@@ -144,7 +151,7 @@ half_element! {
 }
 
 impl Element for bool {
-    const DATATYPE: Datatype = Datatype::Bool;
+    const DATATYPE: DataType = DataType::Bool;
 }
 
 impl sealed::Sealed for bool {
@@ -166,15 +173,6 @@ impl sealed::Sealed for bool {
     fn from_contents(contents: &InferTensorContents) -> Result<Vec<Self>, String> {
         Ok(contents.bool_contents.clone())
     }
-}
-
-/// The number of elements a shape holds, or `None` if a dimension is
-/// negative (a variable dimension, `-1`, has no count) or the product does
-/// not fit in `usize`.
-pub fn element_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &dim| {
-        acc.checked_mul(usize::try_from(dim).ok()?)
-    })
 }
 
 /// The raw encoding of `data`.
@@ -200,7 +198,7 @@ pub(crate) fn decode_fixed<T: Element>(raw: &[u8], count: usize) -> Result<Vec<T
 
 /// Checks that `len` raw bytes are exactly `count` elements of `datatype`,
 /// which must have a fixed element size.
-fn check_fixed_len(datatype: Datatype, len: usize, count: usize) -> Result<(), String> {
+fn check_fixed_len(datatype: DataType, len: usize, count: usize) -> Result<(), String> {
     let size = datatype
         .element_size()
         .ok_or_else(|| format!("{datatype} has no fixed element size"))?;
@@ -223,23 +221,13 @@ fn check_fixed_len(datatype: Datatype, len: usize, count: usize) -> Result<(), S
 /// [`Error::Mismatch`] if an element is longer than `u32::MAX` bytes, which
 /// the length prefix cannot express.
 pub fn encode_bytes<B: AsRef<[u8]>>(elements: &[B]) -> Result<Vec<u8>> {
-    let total = elements
-        .iter()
-        .map(|e| e.as_ref().len() + 4)
-        .fold(0usize, usize::saturating_add);
-    let mut out = Vec::with_capacity(total);
-    for (i, element) in elements.iter().enumerate() {
-        let element = element.as_ref();
-        let len = u32::try_from(element.len()).map_err(|_| {
-            Error::mismatch(format!(
-                "BYTES element {i} is {} bytes, more than a 4-byte length prefix can express",
-                element.len()
-            ))
-        })?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(element);
-    }
-    Ok(out)
+    // Unshared, so this hands over the buffer rather than copying it.
+    encode_bytes_shared(elements).map(Vec::from)
+}
+
+/// [`encode_bytes`] as the [`Bytes`] a request carries.
+pub(crate) fn encode_bytes_shared<B: AsRef<[u8]>>(elements: &[B]) -> Result<Bytes> {
+    BytesWriter::encode(elements).map_err(Error::mismatch)
 }
 
 /// Decodes a raw `BYTES` blob that should hold `count` elements.
@@ -256,7 +244,7 @@ pub(crate) fn decode_bytes_inner(raw: &[u8], count: usize) -> Result<Vec<Vec<u8>
     // bounded by the bytes actually received, whatever `count` claims.
     let mut out = Vec::with_capacity(count.min(raw.len() / 4));
     for element in BytesElements::new(raw) {
-        let element = element?;
+        let element = element.map_err(malformed)?;
         if out.len() == count {
             return Err(format!(
                 "BYTES tensor should hold {count} elements, found more"
@@ -270,17 +258,12 @@ pub(crate) fn decode_bytes_inner(raw: &[u8], count: usize) -> Result<Vec<Vec<u8>
 
 /// Checks that `raw` is a well-formed blob of `count` elements of
 /// `datatype`, for data handed over already encoded.
-pub(crate) fn validate_raw(datatype: Datatype, raw: &[u8], count: usize) -> Result<(), String> {
-    match datatype {
-        Datatype::Bytes => {
-            let mut found = 0usize;
-            for element in BytesElements::new(raw) {
-                element?;
-                found += 1;
-            }
-            check_bytes_count(found, count)
-        }
-        fixed => check_fixed_len(fixed, raw.len(), count),
+pub(crate) fn validate_raw(datatype: DataType, raw: &[u8], count: usize) -> Result<(), String> {
+    if datatype == DataType::Bytes {
+        let found = BytesElements::count_all(raw).map_err(malformed)?;
+        check_bytes_count(found, count)
+    } else {
+        check_fixed_len(datatype, raw.len(), count)
     }
 }
 
@@ -294,59 +277,9 @@ fn check_bytes_count(found: usize, count: usize) -> Result<(), String> {
     }
 }
 
-/// The elements of a raw `BYTES` stream, borrowed; stops after the first
-/// malformed one.
-struct BytesElements<'a> {
-    rest: &'a [u8],
-    index: usize,
-}
-
-impl<'a> BytesElements<'a> {
-    fn new(raw: &'a [u8]) -> Self {
-        Self {
-            rest: raw,
-            index: 0,
-        }
-    }
-
-    fn split(&self) -> Result<(&'a [u8], &'a [u8]), String> {
-        let index = self.index;
-        let Some((prefix, tail)) = self.rest.split_first_chunk::<4>() else {
-            return Err(format!(
-                "BYTES element {index}: truncated length prefix ({} of 4 bytes)",
-                self.rest.len()
-            ));
-        };
-        let len = u32::from_le_bytes(*prefix);
-        usize::try_from(len)
-            .ok()
-            .and_then(|len| tail.split_at_checked(len))
-            .ok_or_else(|| {
-                format!(
-                    "BYTES element {index} claims {len} bytes, but only {} remain",
-                    tail.len()
-                )
-            })
-    }
-}
-
-impl<'a> Iterator for BytesElements<'a> {
-    type Item = Result<&'a [u8], String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let item = self.split().map(|(element, tail)| {
-            self.rest = tail;
-            element
-        });
-        if item.is_err() {
-            self.rest = &[];
-        }
-        self.index += 1;
-        Some(item)
-    }
+/// A malformed stream's error, saying what kind of data it was.
+fn malformed(error: MalformedBytes) -> String {
+    format!("BYTES {error}")
 }
 
 #[cfg(test)]

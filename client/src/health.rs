@@ -1,6 +1,6 @@
 //! The standard `grpc.health.v1.Health` statuses.
 
-use tonic_health::pb::health_check_response::ServingStatus as PbServingStatus;
+use oxserve_proto::health::health_check_response::ServingStatus as PbServingStatus;
 
 use crate::{Error, Result};
 

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 use crate::{
-    Client, Datatype, Element, Error, InferResponse, Result,
+    Client, DataType, Element, Error, InferResponse, Result,
     client::Call,
     codec,
     pb::{
@@ -145,7 +146,7 @@ impl InferBuilder {
         let name = name.into();
         let shape = shape.as_ref();
         match self.check_count(&name, shape, data.len()) {
-            Ok(()) => self.push_input(name, T::DATATYPE, shape, codec::encode(data)),
+            Ok(()) => self.push_input(name, T::DATATYPE, shape, codec::encode(data).into()),
             Err(message) => self.fail(message),
         }
     }
@@ -160,11 +161,11 @@ impl InferBuilder {
     ) -> Self {
         let name = name.into();
         let shape = shape.as_ref();
-        let encoded = self
-            .check_count(&name, shape, data.len())
-            .and_then(|()| codec::encode_bytes(data).map_err(|e| format!("input '{name}': {e}")));
+        let encoded = self.check_count(&name, shape, data.len()).and_then(|()| {
+            codec::encode_bytes_shared(data).map_err(|e| format!("input '{name}': {e}"))
+        });
         match encoded {
-            Ok(raw) => self.push_input(name, Datatype::Bytes, shape, raw),
+            Ok(raw) => self.push_input(name, DataType::Bytes, shape, raw),
             Err(message) => self.fail(message),
         }
     }
@@ -177,7 +178,7 @@ impl InferBuilder {
     pub fn input_raw(
         self,
         name: impl Into<String>,
-        datatype: Datatype,
+        datatype: DataType,
         shape: impl AsRef<[i64]>,
         bytes: Vec<u8>,
     ) -> Self {
@@ -187,7 +188,7 @@ impl InferBuilder {
             codec::validate_raw(datatype, &bytes, count).map_err(|e| format!("input '{name}': {e}"))
         });
         match checked {
-            Ok(()) => self.push_input(name, datatype, shape, bytes),
+            Ok(()) => self.push_input(name, datatype, shape, bytes.into()),
             Err(message) => self.fail(message),
         }
     }
@@ -246,7 +247,7 @@ impl InferBuilder {
         }
     }
 
-    fn push_input(mut self, name: String, datatype: Datatype, shape: &[i64], raw: Vec<u8>) -> Self {
+    fn push_input(mut self, name: String, datatype: DataType, shape: &[i64], raw: Bytes) -> Self {
         if self.request.inputs.iter().any(|input| input.name == name) {
             return self.fail(format!("input '{name}' given more than once"));
         }

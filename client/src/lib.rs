@@ -18,7 +18,8 @@
 //!   Kubernetes headless Service ([`Client::dns`]), retrying `UNAVAILABLE`
 //!   with backoff ([`RetryPolicy`]).
 //! - [`pb`] has the wire messages and the generated client for full
-//!   control.
+//!   control; they, [`DataType`] and the raw encoding under [`codec`] are
+//!   the `oxserve-proto` crate's, shared with the oxserve server.
 //!
 //! # Quick start
 //!
@@ -70,6 +71,9 @@
 //!
 //! # Datatypes
 //!
+//! Each protocol element type is a [`DataType`]; [`Output::dtype`] parses an
+//! output's.
+//!
 //! | protocol | send with | read with |
 //! |---|---|---|
 //! | `BOOL`, `UINT8`..`UINT64`, `INT8`..`INT64`, `FP32`, `FP64` | [`InferBuilder::input`] with `&[bool]`, `&[u8]`, ... `&[f64]` | [`Output::as_bool`], [`Output::as_u8`], ... [`Output::to_vec`] |
@@ -120,14 +124,12 @@ mod balance;
 mod builder;
 mod client;
 pub mod codec;
-mod datatype;
 mod error;
 mod health;
 mod infer;
 pub mod pb;
 mod response;
 mod retry;
-mod rpc;
 mod stream;
 
 #[cfg(test)]
@@ -136,16 +138,42 @@ mod mock;
 pub use builder::{ClientBuilder, DEFAULT_RESOLVE_INTERVAL, DEFAULT_USER_AGENT};
 pub use client::{Client, DEFAULT_MAX_MESSAGE_SIZE};
 pub use codec::Element;
-pub use datatype::{Datatype, UnknownDatatype};
 pub use error::{BoxError, Error, Result};
 pub use health::ServingStatus;
 pub use infer::InferBuilder;
+pub use oxserve_proto::{DataType, UnknownDataType};
 pub use response::{InferResponse, Output};
 pub use retry::{RetryEvent, RetryPolicy};
 pub use stream::{InferSender, InferStream};
+
+/// The former name of [`DataType`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed to `DataType`, shared with `oxserve-proto`"
+)]
+pub type Datatype = DataType;
+
+/// The former name of [`UnknownDataType`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed to `UnknownDataType`, shared with `oxserve-proto`"
+)]
+pub type UnknownDatatype = UnknownDataType;
 
 /// TLS settings for [`ClientBuilder::tls`], re-exported from tonic.
 #[cfg(feature = "tls")]
 pub mod tls {
     pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[expect(deprecated, reason = "the old names must keep working")]
+    fn the_old_datatype_names_still_work() {
+        let fp16: crate::Datatype = "FP16".parse().unwrap();
+        assert_eq!(fp16, crate::Datatype::Fp16);
+        let unknown: crate::UnknownDatatype = "fp16".parse::<crate::Datatype>().unwrap_err();
+        assert_eq!(unknown.0, "fp16");
+    }
 }

@@ -13,14 +13,10 @@
 //!   left, then answers like `echo`;
 //! - anything else: NOT_FOUND, prefixed with the request id like the
 //!   reference server.
-
-#[expect(
-    unreachable_pub,
-    reason = "the generated stubs are `pub`, but live in this test-only module"
-)]
-mod generated {
-    include!(concat!(env!("OUT_DIR"), "/mock_server/inference.rs"));
-}
+//!
+//! RPCs the tests do not need (`ModelStreamInfer`, `ModelConfig`,
+//! `ModelStatistics`) answer UNIMPLEMENTED, as a server without those
+//! extensions does.
 
 use std::{
     net::SocketAddr,
@@ -31,8 +27,11 @@ use std::{
     time::Duration,
 };
 
-use generated::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use bytes::Bytes;
+use oxserve_proto::inference::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
 use tonic_health::server::HealthReporter;
 
 use crate::pb::{self, ParameterChoice, model_infer_response::InferOutputTensor};
@@ -208,7 +207,7 @@ impl GrpcInferenceService for MockService {
             "headers" => {
                 let raw = crate::codec::encode_bytes(&headers).expect("short headers");
                 let shape = vec![headers.len() as i64];
-                push_output(&mut response, "headers", "BYTES", shape, raw);
+                push_output(&mut response, "headers", "BYTES", shape, raw.into());
             }
             "sleep" => {
                 let ms = uint_parameter(&request, "sleep_ms");
@@ -221,7 +220,7 @@ impl GrpcInferenceService for MockService {
                     "big",
                     "UINT8",
                     vec![size as i64],
-                    vec![7; size as usize],
+                    vec![7; size as usize].into(),
                 );
             }
             other => {
@@ -233,6 +232,34 @@ impl GrpcInferenceService for MockService {
         }
         Ok(Response::new(response))
     }
+
+    type ModelStreamInferStream = tokio_stream::Empty<Result<pb::ModelStreamInferResponse, Status>>;
+
+    async fn model_stream_infer(
+        &self,
+        _: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        Err(unimplemented("ModelStreamInfer"))
+    }
+
+    async fn model_config(
+        &self,
+        _: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        Err(unimplemented("ModelConfig"))
+    }
+
+    async fn model_statistics(
+        &self,
+        _: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        Err(unimplemented("ModelStatistics"))
+    }
+}
+
+/// What a server without an extension answers.
+fn unimplemented(method: &str) -> Status {
+    Status::unimplemented(format!("the mock does not implement {method}"))
 }
 
 /// Every ASCII header of a request as `name=value`, sorted.
@@ -266,7 +293,7 @@ fn push_output(
     name: &str,
     datatype: &str,
     shape: Vec<i64>,
-    raw: Vec<u8>,
+    raw: Bytes,
 ) {
     response.outputs.push(InferOutputTensor {
         name: name.into(),

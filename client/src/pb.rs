@@ -1,61 +1,16 @@
-//! The protocol's messages and raw gRPC client, generated from
-//! `proto/grpc_service.proto`.
+//! The protocol's messages and raw gRPC client, from
+//! [`oxserve_proto::inference`].
 //!
 //! Use these to build exact wire messages for
 //! [`Client::infer_raw`](crate::Client::infer_raw), or to call an RPC the
 //! typed [`Client`](crate::Client) does not wrap yet through
 //! [`Client::inference_client`](crate::Client::inference_client).
+//!
+//! Tensor payloads (`raw_input_contents`, `raw_output_contents`,
+//! `bytes_contents`) are [`bytes::Bytes`]: a `Vec<u8>` converts with
+//! `.into()` without copying, and cloning a message shares its tensors.
+//! `InferParameter` converts from `bool`, `i64`, `u64`, `f64` and strings.
 
-// Generated code: its docs are the proto's comments, which do not (and need
-// not) cover every field.
-#![allow(missing_docs)]
-
-tonic::include_proto!("inference");
+pub use oxserve_proto::inference::*;
 
 pub use grpc_inference_service_client::GrpcInferenceServiceClient;
-pub use infer_parameter::ParameterChoice;
-
-macro_rules! parameter_from {
-    ($($t:ty => $variant:ident),* $(,)?) => {$(
-        impl From<$t> for InferParameter {
-            fn from(value: $t) -> Self {
-                InferParameter {
-                    parameter_choice: Some(ParameterChoice::$variant(value.into())),
-                }
-            }
-        }
-    )*};
-}
-
-parameter_from! {
-    bool => BoolParam,
-    i64 => Int64Param,
-    u64 => Uint64Param,
-    f64 => DoubleParam,
-    String => StringParam,
-    &str => StringParam,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameters_convert_to_their_oneof_variant() {
-        let choice = |p: InferParameter| p.parameter_choice;
-        assert_eq!(choice(true.into()), Some(ParameterChoice::BoolParam(true)));
-        assert_eq!(
-            choice((-3i64).into()),
-            Some(ParameterChoice::Int64Param(-3))
-        );
-        assert_eq!(choice(7u64.into()), Some(ParameterChoice::Uint64Param(7)));
-        assert_eq!(
-            choice(0.5f64.into()),
-            Some(ParameterChoice::DoubleParam(0.5))
-        );
-        assert_eq!(
-            choice("a".into()),
-            Some(ParameterChoice::StringParam("a".into()))
-        );
-    }
-}

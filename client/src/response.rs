@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    Datatype, Element, Error, Result, codec,
+    DataType, Element, Error, Result, codec,
     pb::{self, InferParameter, InferTensorContents, model_infer_response::InferOutputTensor},
 };
 
@@ -59,7 +59,11 @@ impl InferResponse {
             .map(|(index, tensor)| Output {
                 tensor,
                 // `raw_output_contents[i]` belongs to `outputs[i]`.
-                raw: self.inner.raw_output_contents.get(index).map(Vec::as_slice),
+                raw: self
+                    .inner
+                    .raw_output_contents
+                    .get(index)
+                    .map(|raw| &raw[..]),
             })
     }
 
@@ -116,7 +120,7 @@ impl<'a> Output<'a> {
 
     /// The datatype, or [`Error::Decode`] if the server sent a string that
     /// names none.
-    pub fn dtype(&self) -> Result<Datatype> {
+    pub fn dtype(&self) -> Result<DataType> {
         self.datatype().parse().map_err(|e| self.decode_error(e))
     }
 
@@ -203,11 +207,14 @@ impl<'a> Output<'a> {
     /// if the length-prefixed stream is malformed or does not hold the
     /// shape's element count.
     pub fn as_bytes(&self) -> Result<Vec<Vec<u8>>> {
-        self.expect_dtype(Datatype::Bytes)?;
+        self.expect_dtype(DataType::Bytes)?;
         let count = self.element_count()?;
         let values = match (self.raw, self.contents()) {
             (Some(raw), _) => codec::decode_bytes_inner(raw, count),
-            (None, Some(contents)) => check_len(contents.bytes_contents.clone(), count),
+            (None, Some(contents)) => {
+                let elements = contents.bytes_contents.iter().map(|e| e.to_vec());
+                check_len(elements.collect(), count)
+            }
             (None, None) => no_data(count),
         };
         values.map_err(|e| self.decode_error(e))
@@ -229,7 +236,7 @@ impl<'a> Output<'a> {
             .collect()
     }
 
-    fn expect_dtype(&self, wanted: Datatype) -> Result<()> {
+    fn expect_dtype(&self, wanted: DataType) -> Result<()> {
         let actual = self.dtype()?;
         if actual == wanted {
             Ok(())

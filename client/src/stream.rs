@@ -9,14 +9,12 @@ use std::{
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{Streaming, codegen::http::uri::PathAndQuery};
-use tonic_prost::ProstCodec;
+use tonic::Streaming;
 
 use crate::{
     Client, Error, InferBuilder, InferResponse, Result,
-    client::Call,
+    client::{self, Call},
     pb::{ModelInferRequest, ModelStreamInferResponse},
-    rpc,
 };
 
 /// Requests queued on the client's side of one stream before
@@ -62,31 +60,22 @@ impl Client {
     pub fn stream_infer(&self) -> Result<(InferSender, InferStream)> {
         let backend = self.pool().pick().ok_or_else(|| self.no_endpoint())?;
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let settings = self.settings();
-        let mut grpc = tonic::client::Grpc::new(backend.channel.clone())
-            .max_decoding_message_size(settings.max_receive_message_size)
-            .max_encoding_message_size(settings.max_send_message_size);
+        let settings = self.settings().clone();
         let call = Call {
             timeout: None,
             retry: false,
             headers: &[],
         };
-        let method = rpc::MODEL_STREAM_INFER;
-        let request = self.request(ReceiverStream::new(receiver), method, call);
-        let name = backend.name().to_owned();
-        let opening: Opening = Box::pin(async move {
-            grpc.ready().await.map_err(|e| Error::Status {
-                code: tonic::Code::Unavailable,
-                message: format!("endpoint {name} is not ready: {e}"),
-            })?;
-            let path = PathAndQuery::from_static(method.path);
-            let codec = ProstCodec::<ModelInferRequest, ModelStreamInferResponse>::default();
-            Ok(grpc.streaming(request, path, codec).await?)
-        });
+        let request = self.request(ReceiverStream::new(receiver), call);
         let sender = InferSender {
             sender,
             max_message_size: settings.max_send_message_size,
         };
+        let opening: Opening = Box::pin(async move {
+            let channel = client::ready(&backend).await?;
+            let mut stub = settings.inference_client(channel);
+            Ok(stub.model_stream_infer(request).await?)
+        });
         Ok((sender, InferStream(State::Opening(opening))))
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ort::AsPointer;
 use ort::value::{DynTensor, DynValue, ValueType};
 
+use super::types::{datatype_of, element_type_of};
 use super::{BackendError, strings};
 use crate::tensor::{BytesWriter, DataType, Tensor};
 
@@ -27,19 +28,26 @@ pub(super) fn concat(parts: &[&Tensor]) -> ort::Result<DynTensor> {
         let streams: Vec<&[u8]> = parts.iter().map(|t| &t.data[..]).collect();
         return strings::tensor_from_streams(&shape, &streams);
     }
+    let element_size = first
+        .datatype
+        .element_size()
+        .expect("only BYTES lacks an element size, and BYTES returned above");
     let allocator = ort::memory::Allocator::default();
-    let mut value = DynTensor::new(
-        &allocator,
-        super::session::element_type_of(first.datatype),
-        shape,
-    )?;
+    let elements: usize = shape.iter().map(|&d| d as usize).product();
+    let mut value = DynTensor::new(&allocator, element_type_of(first.datatype), shape)?;
     let len: usize = parts.iter().map(|t| t.data.len()).sum();
+    // The tensor holds `elements` elements of `element_size` bytes; the parts
+    // must fill exactly that, or the copy below would write out of bounds.
+    assert_eq!(
+        elements.checked_mul(element_size),
+        Some(len),
+        "batch parts do not fill the tensor they are copied into"
+    );
     if len == 0 {
         return Ok(value);
     }
-    // SAFETY: the tensor was allocated for the summed rows of this datatype,
-    // which is exactly the summed byte length of the parts (each checked
-    // against its shape when decoding).
+    // SAFETY: ONNX Runtime allocated the tensor for `elements` elements of
+    // `element_size` bytes, which is `len` bytes (asserted just above).
     let dst = unsafe { std::slice::from_raw_parts_mut(value.data_ptr_mut().cast::<u8>(), len) };
     let mut offset = 0;
     for part in parts {
@@ -75,7 +83,7 @@ impl<'v> Output<'v> {
                 "output '{name}' is not a tensor"
             )));
         };
-        let datatype = super::session::datatype_of(*ty).ok_or_else(|| {
+        let datatype = datatype_of(*ty).ok_or_else(|| {
             BackendError::Run(format!("output '{name}' has unsupported type {ty:?}"))
         })?;
         let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
@@ -152,7 +160,10 @@ impl<'v> Output<'v> {
                 for i in first..last {
                     let begin = offsets[i];
                     let end = offsets.get(i + 1).copied().unwrap_or(content.len());
-                    out.push(&content[begin..end]);
+                    // ONNX Runtime strings come from inputs bounded by the
+                    // message size limit, far below 4 GiB each.
+                    out.push(&content[begin..end])
+                        .expect("an ONNX Runtime string is shorter than 4 GiB");
                 }
                 out.finish()
             }

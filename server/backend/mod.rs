@@ -1,20 +1,22 @@
 //! ONNX Runtime: the process-wide environment, one session per model
 //! instance, and the copy of tensors in and out of it.
 //!
-//! Sessions are driven from threads the scheduler owns, never from the async
-//! runtime: `Session::run` blocks, and takes `&mut self`.
+//! An [`Instance`] is the scheduler's [`Executor`](crate::scheduler::Executor):
+//! it is driven from a thread the scheduler owns, never from the async
+//! runtime, because `Session::run` blocks and takes `&mut self`.
 
 mod batch;
 mod providers;
 mod runtime;
 mod session;
 mod strings;
+mod types;
 
 use std::path::PathBuf;
 
-pub use providers::Device;
+pub(crate) use providers::Device;
 pub use runtime::environment;
-pub use session::{BatchResult, Instance, SessionOptions};
+pub use session::{Instance, SessionOptions};
 
 /// What went wrong inside ONNX Runtime or while setting it up.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -9,12 +9,13 @@ use std::time::Instant;
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynTensor, TensorElementType, ValueType};
+use ort::value::{DynTensor, ValueType};
 
 use super::providers::{self, Device};
+use super::types::datatype_of;
 use super::{BackendError, batch};
-use crate::stats::ComputeTimes;
-use crate::tensor::{DataType, DecodedRequest, ModelSpec, Tensor, TensorSpec};
+use crate::scheduler::{ComputeTimes, ExecError, Executed, Executor};
+use crate::tensor::{DecodedRequest, ModelSpec, Tensor, TensorSpec};
 
 /// How sessions are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,15 +39,6 @@ impl Default for SessionOptions {
     }
 }
 
-/// The outcome of one execution.
-#[derive(Debug)]
-pub struct BatchResult {
-    /// Each request's outputs, in request order.
-    pub outputs: Vec<Vec<Tensor>>,
-    /// Time spent in each stage.
-    pub times: ComputeTimes,
-}
-
 /// A loaded model instance: one session, driven by one thread at a time.
 pub struct Instance {
     session: Session,
@@ -61,45 +53,10 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-pub(super) fn datatype_of(ty: TensorElementType) -> Option<DataType> {
-    Some(match ty {
-        TensorElementType::Bool => DataType::Bool,
-        TensorElementType::Uint8 => DataType::Uint8,
-        TensorElementType::Uint16 => DataType::Uint16,
-        TensorElementType::Uint32 => DataType::Uint32,
-        TensorElementType::Uint64 => DataType::Uint64,
-        TensorElementType::Int8 => DataType::Int8,
-        TensorElementType::Int16 => DataType::Int16,
-        TensorElementType::Int32 => DataType::Int32,
-        TensorElementType::Int64 => DataType::Int64,
-        TensorElementType::Float16 => DataType::Fp16,
-        TensorElementType::Bfloat16 => DataType::Bf16,
-        TensorElementType::Float32 => DataType::Fp32,
-        TensorElementType::Float64 => DataType::Fp64,
-        TensorElementType::String => DataType::Bytes,
-        _ => return None,
-    })
-}
-
-pub(super) fn element_type_of(datatype: DataType) -> TensorElementType {
-    match datatype {
-        DataType::Bool => TensorElementType::Bool,
-        DataType::Uint8 => TensorElementType::Uint8,
-        DataType::Uint16 => TensorElementType::Uint16,
-        DataType::Uint32 => TensorElementType::Uint32,
-        DataType::Uint64 => TensorElementType::Uint64,
-        DataType::Int8 => TensorElementType::Int8,
-        DataType::Int16 => TensorElementType::Int16,
-        DataType::Int32 => TensorElementType::Int32,
-        DataType::Int64 => TensorElementType::Int64,
-        DataType::Fp16 => TensorElementType::Float16,
-        DataType::Bf16 => TensorElementType::Bfloat16,
-        DataType::Fp32 => TensorElementType::Float32,
-        DataType::Fp64 => TensorElementType::Float64,
-        DataType::Bytes => TensorElementType::String,
-    }
-}
-
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "every value type but a tensor (sequence, map, optional, future ones) is unsupported"
+)]
 fn describe(
     path: &Path,
     what: &'static str,
@@ -241,7 +198,10 @@ impl Instance {
     /// along dimension 0 (a single request is taken as is), the outputs
     /// split back by each request's rows. Returns each request's outputs,
     /// in the order it asked for them, and the time each stage took.
-    pub fn run_batch(&mut self, requests: &[&DecodedRequest]) -> Result<BatchResult, BackendError> {
+    pub fn run_batch(
+        &mut self,
+        requests: &[&DecodedRequest],
+    ) -> Result<Executed<Vec<Tensor>>, BackendError> {
         let run_error = |e: ort::Error| BackendError::Run(e.to_string());
         let started = Instant::now();
         let spec = Arc::clone(&self.spec);
@@ -286,8 +246,9 @@ impl Instance {
                 .iter()
                 .map(|&index| {
                     let name = &spec.outputs[index].name;
-                    // Every requested output was read above.
-                    let out = read[index].as_ref().expect("requested outputs are read");
+                    let out = read[index]
+                        .as_ref()
+                        .expect("every requested output was read above");
                     if requests.len() == 1 {
                         out.whole(name)
                     } else {
@@ -299,7 +260,7 @@ impl Instance {
             start += rows;
         }
         let done = Instant::now();
-        Ok(BatchResult {
+        Ok(Executed {
             outputs,
             times: ComputeTimes {
                 input: prepared - started,
@@ -307,5 +268,14 @@ impl Instance {
                 output: done - ran,
             },
         })
+    }
+}
+
+impl Executor for Instance {
+    type Job = DecodedRequest;
+    type Output = Vec<Tensor>;
+
+    fn execute(&mut self, jobs: &[&DecodedRequest]) -> Result<Executed<Vec<Tensor>>, ExecError> {
+        self.run_batch(jobs).map_err(|e| ExecError(e.to_string()))
     }
 }

@@ -8,8 +8,15 @@
 use ort::AsPointer;
 use ort::value::{DynTensor, TensorElementType};
 
-fn check(status: ort::sys::OrtStatusPtr) -> ort::Result<()> {
-    // SAFETY: `status` was just returned by an ONNX Runtime API call.
+use crate::tensor::BytesElements;
+
+/// Turns the status an ONNX Runtime call returned into a result.
+///
+/// # Safety
+/// `status` must be a status pointer just returned by an ONNX Runtime API
+/// call (null for success), not yet released.
+unsafe fn check(status: ort::sys::OrtStatusPtr) -> ort::Result<()> {
+    // SAFETY: the caller passes a fresh status, which this takes over.
     unsafe { ort::Error::result_from_status(status) }
 }
 
@@ -18,35 +25,37 @@ fn check(status: ort::sys::OrtStatusPtr) -> ort::Result<()> {
 pub(super) fn tensor_from_streams(shape: &[i64], streams: &[&[u8]]) -> ort::Result<DynTensor> {
     let allocator = ort::memory::Allocator::default();
     let mut tensor = DynTensor::new(&allocator, TensorElementType::String, shape.to_vec())?;
+    let capacity: usize = shape.iter().map(|&d| d.max(0) as usize).product();
     let api = ort::api();
     let mut index = 0usize;
     for stream in streams {
-        let mut rest = *stream;
-        while let Some((prefix, tail)) = rest.split_first_chunk::<4>() {
-            let len = u32::from_le_bytes(*prefix) as usize;
-            let (element, tail) = tail.split_at_checked(len).ok_or_else(|| {
-                ort::Error::new(format!(
-                    "BYTES element {index} runs past the end of its data"
-                ))
-            })?;
+        for element in BytesElements::new(stream) {
+            let element = element.map_err(|e| ort::Error::new(e.to_string()))?;
+            if index >= capacity {
+                return Err(ort::Error::new(format!(
+                    "the BYTES streams hold more than the {capacity} elements of the tensor"
+                )));
+            }
             let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
-            // SAFETY: the tensor is a string tensor with product(shape)
-            // elements and `index` stays below that (the streams were
-            // validated to hold exactly that many); ONNX Runtime resizes
-            // element `index` to `len` bytes and returns a buffer of that
-            // size, which is filled at once.
+            // SAFETY: the tensor is a string tensor of `capacity` elements
+            // and `index` is below that (checked just above); ONNX Runtime
+            // resizes element `index` to `element.len()` bytes and returns
+            // a buffer of that size, which is filled at once.
             unsafe {
                 check((api.GetResizedStringTensorElementBuffer)(
                     tensor.ptr_mut(),
                     index,
-                    len,
+                    element.len(),
                     &mut buffer,
                 ))?;
-                if len > 0 {
-                    std::ptr::copy_nonoverlapping(element.as_ptr(), buffer.cast::<u8>(), len);
+                if !element.is_empty() {
+                    std::ptr::copy_nonoverlapping(
+                        element.as_ptr(),
+                        buffer.cast::<u8>(),
+                        element.len(),
+                    );
                 }
             }
-            rest = tail;
             index += 1;
         }
     }

@@ -210,7 +210,32 @@ fn every_key_is_a_field_and_every_field_a_key() {
         figment::Figment::from(Serialized::defaults(all_set))
             .extract()
             .unwrap();
-    let mut keys: Vec<&str> = KEYS.to_vec();
+    let mut keys: Vec<&str> = keys();
     keys.sort_unstable();
     assert_eq!(fields.keys().map(String::as_str).collect::<Vec<_>>(), keys);
+}
+
+#[test]
+fn every_documented_default_is_the_real_default() {
+    for setting in SETTINGS {
+        if setting.key == "onnxruntime_library" {
+            // Unset by default: the documented value describes the search.
+            assert_eq!(Config::default().onnxruntime_library, None);
+            continue;
+        }
+        let value: figment::value::Value = setting.default.parse().unwrap_or_else(|e| match e {});
+        let mut dict = figment::value::Dict::new();
+        dict.insert(setting.key.to_string(), value);
+        let parsed: Config = figment::Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::defaults(dict))
+            .extract()
+            .unwrap_or_else(|e| panic!("{}: default '{}': {e}", setting.key, setting.default));
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "{}: documented default '{}' differs from the real one",
+            setting.key,
+            setting.default
+        );
+    }
 }

@@ -1,21 +1,28 @@
 //! The gRPC surface: the inference service, health and reflection, on one
-//! tonic router.
+//! tonic router, behind the layer that stamps each request's arrival and
+//! deadline.
 
-mod deadline;
-mod inference;
+mod arrival;
+mod service;
 mod status;
 mod stream;
 
 use std::sync::Arc;
 
+use oxserve_proto::FILE_DESCRIPTOR_SET;
+use oxserve_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tonic::service::Routes;
+use tower::Layer;
 
-pub use inference::{EXTENSIONS, InferenceService, PLATFORM};
+pub(crate) use arrival::Stamp;
 
 use crate::health::Health;
-use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
-use crate::repository::Repository;
+use crate::inference::Inference;
+use arrival::ArrivalLayer;
+use service::InferenceService;
+
+/// Every gRPC service, ready to serve connections.
+pub(crate) type GrpcService = Stamp<Routes>;
 
 /// Reflection over every service served, in both protocol versions: grpcurl
 /// and ghz ask for v1 first and fall back to v1alpha; some GUI clients only
@@ -30,19 +37,18 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// All services, ready to serve.
-pub fn routes(
-    repository: Arc<Repository>,
+pub(crate) fn service(
+    core: Inference,
     health: Arc<Health>,
     max_message_size: usize,
-) -> Result<Routes, tonic_reflection::server::Error> {
+) -> Result<GrpcService, tonic_reflection::server::Error> {
     let health_server = health.service();
-    let inference = GrpcInferenceServiceServer::new(InferenceService::new(repository, health))
+    let inference = GrpcInferenceServiceServer::new(InferenceService::new(core, health))
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size);
-    let mut routes = Routes::new(inference);
-    routes = routes
+    let routes = Routes::new(inference)
         .add_service(health_server)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    Ok(routes)
+    Ok(ArrivalLayer.layer(routes))
 }

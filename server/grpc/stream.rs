@@ -5,6 +5,7 @@
 //! a bound per stream; responses go back in request order. A failed request
 //! answers with its error message on the stream, which stays open.
 
+use oxserve_proto::inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -12,8 +13,8 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::InferenceService;
-use crate::proto::inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
+use super::status::to_status;
+use crate::inference::{Arrival, Inference};
 
 /// Requests of one stream in flight at once; more wait on the client's
 /// side (HTTP/2 flow control), so memory stays bounded.
@@ -23,7 +24,7 @@ type Answer = Result<ModelStreamInferResponse, Status>;
 
 /// Starts serving `inbound`; the returned stream carries the answers.
 pub(super) fn serve(
-    service: InferenceService,
+    core: Inference,
     mut inbound: Streaming<ModelInferRequest>,
     deadline: Option<Instant>,
 ) -> ReceiverStream<Answer> {
@@ -35,18 +36,23 @@ pub(super) fn serve(
             let Ok(request) = message else {
                 break; // the client's side of the stream broke
             };
-            let service = service.clone();
+            // Each message arrives now; the stream's deadline bounds them all.
+            let arrival = Arrival {
+                received: Instant::now(),
+                deadline,
+            };
+            let core = core.clone();
             let task = tokio::spawn(async move {
                 let id = request.id.clone();
                 let model_name = request.model_name.clone();
                 let model_version = request.model_version.clone();
-                match service.infer(request, deadline).await {
+                match core.infer(request, arrival).await {
                     Ok(response) => ModelStreamInferResponse {
                         error_message: String::new(),
                         infer_response: Some(response),
                     },
-                    Err(status) => ModelStreamInferResponse {
-                        error_message: status.message().to_string(),
+                    Err(error) => ModelStreamInferResponse {
+                        error_message: to_status(error, &id).message().to_string(),
                         // Lets the client tell which request failed.
                         infer_response: Some(ModelInferResponse {
                             model_name,

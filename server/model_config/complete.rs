@@ -3,17 +3,17 @@
 
 use std::time::Duration;
 
-use super::{Defaults, Written, config_type};
-use crate::backend::Device;
-use crate::grpc::PLATFORM;
-use crate::proto::inference::model_config::SchedulingChoice;
-use crate::proto::inference::model_instance_group::Kind;
-use crate::proto::inference::model_queue_policy::TimeoutAction;
-use crate::proto::inference::model_version_policy::{self, PolicyChoice};
-use crate::proto::inference::{
+use oxserve_proto::inference::model_config::SchedulingChoice;
+use oxserve_proto::inference::model_instance_group::Kind;
+use oxserve_proto::inference::model_queue_policy::TimeoutAction;
+use oxserve_proto::inference::model_version_policy::{self, PolicyChoice};
+use oxserve_proto::inference::{
     ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
     ModelQueuePolicy, ModelVersionPolicy,
 };
+
+use super::{Defaults, MODEL_FILE, ModelConfigError, PLATFORM, Written, field_error};
+use crate::backend::Device;
 use crate::scheduler::BatchPolicy;
 use crate::tensor::{ModelSpec, TensorSpec};
 
@@ -22,7 +22,7 @@ const BACKEND: &str = "onnxruntime";
 
 /// Everything the server needs to serve one model version.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The completed configuration, as ModelConfig returns it.
     pub config: ModelConfig,
     /// Inputs and outputs to validate requests against (full shapes, with
@@ -41,32 +41,41 @@ pub struct Resolved {
 /// Completes `written` (or an empty config) for a model whose ONNX file
 /// declares `onnx`, running on `devices` (one per instance, after any GPU
 /// fall-back).
-pub fn complete(
+pub(crate) fn complete(
     name: &str,
     written: Option<&Written>,
     onnx: &ModelSpec,
     devices: &[Device],
     defaults: &Defaults,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, ModelConfigError> {
     let mut config = written.map(|w| w.config.clone()).unwrap_or_default();
     if !config.name.is_empty() && config.name != name {
-        return Err(format!(
-            "name: '{}' differs from the model's directory '{name}'",
-            config.name
+        return Err(field_error(
+            "name",
+            format!(
+                "'{}' differs from the model's directory '{name}'",
+                config.name
+            ),
         ));
     }
     config.name = name.to_string();
     if !config.platform.is_empty() && config.platform != PLATFORM {
-        return Err(format!(
-            "platform: '{}' is not served; oxserve serves '{PLATFORM}'",
-            config.platform
+        return Err(field_error(
+            "platform",
+            format!(
+                "'{}' is not served; oxserve serves '{PLATFORM}'",
+                config.platform
+            ),
         ));
     }
     config.platform = PLATFORM.to_string();
     if !config.backend.is_empty() && config.backend != BACKEND {
-        return Err(format!(
-            "backend: '{}' is not served; oxserve serves '{BACKEND}'",
-            config.backend
+        return Err(field_error(
+            "backend",
+            format!(
+                "'{}' is not served; oxserve serves '{BACKEND}'",
+                config.backend
+            ),
         ));
     }
     config.backend = BACKEND.to_string();
@@ -74,10 +83,13 @@ pub fn complete(
     let can_batch = onnx.has_batch_dim();
     let max_batch_size = if let Some(written) = config.max_batch_size {
         let value = usize::try_from(written)
-            .map_err(|_| format!("max_batch_size: {written} is negative"))?;
+            .map_err(|_| field_error("max_batch_size", format!("{written} is negative")))?;
         if value > 0 && !can_batch {
-            return Err(format!(
-                "max_batch_size: {value} needs a variable first dimension on every input and output, which this model does not have"
+            return Err(field_error(
+                "max_batch_size",
+                format!(
+                    "{value} needs a variable first dimension on every input and output, which this model does not have"
+                ),
             ));
         }
         value
@@ -86,10 +98,10 @@ pub fn complete(
     } else {
         0
     };
-    config.max_batch_size = Some(
-        i32::try_from(max_batch_size)
-            .map_err(|_| format!("max_batch_size: {max_batch_size} is too large"))?,
-    );
+    config.max_batch_size =
+        Some(i32::try_from(max_batch_size).map_err(|_| {
+            field_error("max_batch_size", format!("{max_batch_size} is too large"))
+        })?);
     let batching = max_batch_size > 0;
 
     let inputs = merge(
@@ -128,7 +140,7 @@ pub fn complete(
         .zip(formats)
         .map(|(t, format)| ModelInput {
             name: t.name.clone(),
-            data_type: config_type(t.datatype) as i32,
+            data_type: t.datatype.config_type() as i32,
             format,
             dims: config_dims(t, batching),
         })
@@ -137,14 +149,14 @@ pub fn complete(
         .iter()
         .map(|t| ModelOutput {
             name: t.name.clone(),
-            data_type: config_type(t.datatype) as i32,
+            data_type: t.datatype.config_type() as i32,
             dims: config_dims(t, batching),
         })
         .collect();
 
     let (policy, queue) = match (&config.scheduling_choice, batching) {
         (Some(SchedulingChoice::DynamicBatching(_)), false) => {
-            return Err("dynamic_batching: needs max_batch_size > 0".into());
+            return Err(field_error("dynamic_batching", "needs max_batch_size > 0"));
         }
         (Some(SchedulingChoice::DynamicBatching(db)), true) => {
             let mut preferred = Vec::new();
@@ -152,8 +164,9 @@ pub fn complete(
                 match usize::try_from(size) {
                     Ok(s) if (1..=max_batch_size).contains(&s) => preferred.push(s),
                     _ => {
-                        return Err(format!(
-                            "dynamic_batching.preferred_batch_size: {size} is outside 1..={max_batch_size}"
+                        return Err(field_error(
+                            "dynamic_batching.preferred_batch_size",
+                            format!("{size} is outside 1..={max_batch_size}"),
                         ));
                     }
                 }
@@ -176,9 +189,10 @@ pub fn complete(
         (None, false) => (BatchPolicy::unbatched(), ModelQueuePolicy::default()),
     };
     if TimeoutAction::try_from(queue.timeout_action) != Ok(TimeoutAction::Reject) {
-        return Err(
-            "dynamic_batching.default_queue_policy.timeout_action: only REJECT is supported".into(),
-        );
+        return Err(field_error(
+            "dynamic_batching.default_queue_policy.timeout_action",
+            "only REJECT is supported",
+        ));
     }
     let max_queue_size = match queue.max_queue_size {
         0 => defaults.max_queue_size,
@@ -213,7 +227,7 @@ pub fn complete(
         });
     }
     if config.default_model_filename.is_empty() {
-        config.default_model_filename = crate::repository::MODEL_FILE.to_string();
+        config.default_model_filename = MODEL_FILE.to_string();
     }
 
     let spec = ModelSpec {
@@ -250,13 +264,16 @@ fn merge(
     written: &[(&str, i32, &[i64])],
     onnx: &[TensorSpec],
     batching: bool,
-) -> Result<Vec<TensorSpec>, String> {
+) -> Result<Vec<TensorSpec>, ModelConfigError> {
     for (name, _, _) in written {
         if !onnx.iter().any(|t| t.name == *name) {
             let names: Vec<String> = onnx.iter().map(|t| format!("'{}'", t.name)).collect();
-            return Err(format!(
-                "{what} '{name}': the ONNX model has no such {what}; it has {}",
-                names.join(", ")
+            return Err(field_error(
+                format!("{what} '{name}'"),
+                format!(
+                    "the ONNX model has no such {what}; it has {}",
+                    names.join(", ")
+                ),
             ));
         }
     }
@@ -265,26 +282,30 @@ fn merge(
             let Some(&(_, data_type, dims)) = written.iter().find(|(n, _, _)| *n == t.name) else {
                 return Ok(t.clone());
             };
-            let expected = config_type(t.datatype) as i32;
+            let expected = t.datatype.config_type() as i32;
             if data_type != expected {
-                let got = crate::proto::inference::DataType::try_from(data_type)
+                let got = oxserve_proto::inference::DataType::try_from(data_type)
                     .map_or_else(|_| data_type.to_string(), |d| d.as_str_name().to_string());
-                return Err(format!(
-                    "{what} '{}'.data_type: {got}, but the ONNX model has {}",
-                    t.name,
-                    config_type(t.datatype).as_str_name()
+                return Err(field_error(
+                    format!("{what} '{}'.data_type", t.name),
+                    format!(
+                        "{got}, but the ONNX model has {}",
+                        t.datatype.config_type().as_str_name()
+                    ),
                 ));
             }
             let model_dims = if batching { &t.dims[1..] } else { &t.dims[..] };
             let mismatch = || {
-                format!(
-                    "{what} '{}'.dims: {dims:?} do not fit the ONNX model's {model_dims:?}{}",
-                    t.name,
-                    if batching {
-                        " (without the batch dimension, as max_batch_size > 0)"
-                    } else {
-                        ""
-                    }
+                field_error(
+                    format!("{what} '{}'.dims", t.name),
+                    format!(
+                        "{dims:?} do not fit the ONNX model's {model_dims:?}{}",
+                        if batching {
+                            " (without the batch dimension, as max_batch_size > 0)"
+                        } else {
+                            ""
+                        }
+                    ),
                 )
             };
             if dims.len() != model_dims.len() {

@@ -13,22 +13,64 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use oxserve_proto::inference::model_instance_group::Kind;
+use oxserve_proto::inference::model_version_policy::PolicyChoice;
+use oxserve_proto::inference::{ModelConfig, ModelVersionPolicy};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 
-pub use complete::{Resolved, complete};
+#[cfg(test)]
+use complete::Resolved;
+pub(crate) use complete::complete;
 
 use crate::backend::Device;
-use crate::proto::inference::model_instance_group::Kind;
-use crate::proto::inference::model_version_policy::PolicyChoice;
-use crate::proto::inference::{ModelConfig, ModelVersionPolicy};
-use crate::tensor::DataType;
 
 /// The file read from a model's directory.
-pub const CONFIG_FILE: &str = "config.pbtxt";
+pub(crate) const CONFIG_FILE: &str = "config.pbtxt";
+
+/// The file each version directory holds unless `default_model_filename`
+/// says otherwise.
+pub(crate) const MODEL_FILE: &str = "model.onnx";
+
+/// Platform reported for every model, as Triton's ONNX Runtime backend does.
+pub(crate) const PLATFORM: &str = "onnxruntime_onnx";
+
+/// Why a model's configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ModelConfigError {
+    /// config.pbtxt exists but cannot be read.
+    #[error("cannot read it: {reason}")]
+    Read {
+        /// The I/O error.
+        reason: String,
+    },
+    /// The text is not a ModelConfig (syntax, unknown field, wrong type).
+    #[error("{reason}")]
+    Syntax {
+        /// The parser's message, naming the line and field.
+        reason: String,
+    },
+    /// A field whose value the server cannot honour, or that does not fit
+    /// the ONNX model.
+    #[error("{field}: {reason}")]
+    Field {
+        /// The field, as written in config.pbtxt (`instance_group[0].count`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A [`ModelConfigError::Field`].
+pub(crate) fn field_error(field: impl Into<String>, reason: impl Into<String>) -> ModelConfigError {
+    ModelConfigError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
 
 /// Server-wide defaults that complete a model's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     /// Largest batch for models that can batch and set none.
     pub max_batch_size: usize,
     /// Preferred batch sizes for dynamic batching.
@@ -45,28 +87,27 @@ pub struct Defaults {
 
 /// A config.pbtxt as written.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Written {
+pub(crate) struct Written {
     /// The parsed configuration.
     pub config: ModelConfig,
 }
 
-static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
-    DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())
+static SCHEMA: LazyLock<prost_reflect::MessageDescriptor> = LazyLock::new(|| {
+    DescriptorPool::decode(oxserve_proto::FILE_DESCRIPTOR_SET)
+        .expect("the protocol crate's descriptor set decodes (it is built from the same protos)")
+        .get_message_by_name("inference.ModelConfig")
+        .expect("the protocol crate's descriptor set has inference.ModelConfig")
 });
 
 /// Parses config.pbtxt text. Unknown fields, wrong types and bad enum
-/// values fail with the parser's message, which names the field.
-pub fn parse(text: &str) -> Result<Written, String> {
-    let pool = POOL
-        .as_ref()
-        .map_err(|e| format!("model config schema: {e}"))?;
-    let descriptor = pool
-        .get_message_by_name("inference.ModelConfig")
-        .ok_or("model config schema lacks inference.ModelConfig")?;
+/// values fail with the parser's message, which names the line and the
+/// field.
+pub(crate) fn parse(text: &str) -> Result<Written, ModelConfigError> {
+    let syntax = |reason: String| ModelConfigError::Syntax { reason };
     let text = colon_before_lists(text);
-    let message =
-        DynamicMessage::parse_text_format(descriptor, &text).map_err(|e| e.to_string())?;
-    let config: ModelConfig = message.transcode_to().map_err(|e| e.to_string())?;
+    let message = DynamicMessage::parse_text_format(SCHEMA.clone(), &text)
+        .map_err(|e| syntax(e.to_string()))?;
+    let config: ModelConfig = message.transcode_to().map_err(|e| syntax(e.to_string()))?;
     Ok(Written { config })
 }
 
@@ -115,20 +156,20 @@ fn colon_before_lists(text: &str) -> String {
 }
 
 /// Reads `<model_dir>/config.pbtxt`, if there is one.
-pub fn read(model_dir: &Path) -> Result<Option<Written>, String> {
+pub(crate) fn read(model_dir: &Path) -> Result<Option<Written>, ModelConfigError> {
     let path = model_dir.join(CONFIG_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => parse(&text).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(ModelConfigError::Read {
+            reason: e.to_string(),
+        }),
     }
 }
 
 /// What loading a model needs before its ONNX file is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadPlan {
+pub(crate) struct LoadPlan {
     /// File name inside each version directory.
     pub filename: String,
     /// One device per instance to create.
@@ -140,17 +181,23 @@ pub struct LoadPlan {
 
 impl LoadPlan {
     /// The plan for a model with config `written` (or none).
-    pub fn new(written: Option<&Written>, defaults: &Defaults) -> Result<LoadPlan, String> {
+    pub(crate) fn new(
+        written: Option<&Written>,
+        defaults: &Defaults,
+    ) -> Result<LoadPlan, ModelConfigError> {
         let empty = ModelConfig::default();
         let config = written.map_or(&empty, |w| &w.config);
         let filename = if config.default_model_filename.is_empty() {
-            crate::repository::MODEL_FILE.to_string()
+            MODEL_FILE.to_string()
         } else if config.default_model_filename.contains(['/', '\\'])
             || config.default_model_filename == ".."
         {
-            return Err(format!(
-                "default_model_filename: '{}' must be a file name inside the version directory",
-                config.default_model_filename
+            return Err(field_error(
+                "default_model_filename",
+                format!(
+                    "'{}' must be a file name inside the version directory",
+                    config.default_model_filename
+                ),
             ));
         } else {
             config.default_model_filename.clone()
@@ -161,11 +208,18 @@ impl LoadPlan {
         for (i, group) in config.instance_group.iter().enumerate() {
             let field = format!("instance_group[{i}]");
             if group.count < 0 {
-                return Err(format!("{field}.count: {} is negative", group.count));
+                return Err(field_error(
+                    format!("{field}.count"),
+                    format!("{} is negative", group.count),
+                ));
             }
             let count = usize::try_from(group.count.max(1)).unwrap_or(1);
-            let kind = Kind::try_from(group.kind)
-                .map_err(|_| format!("{field}.kind: unknown kind {}", group.kind))?;
+            let kind = Kind::try_from(group.kind).map_err(|_| {
+                field_error(
+                    format!("{field}.kind"),
+                    format!("unknown kind {}", group.kind),
+                )
+            })?;
             let gpu = |device_id: i32, required: bool| Device::Gpu {
                 device_id,
                 tensorrt,
@@ -174,7 +228,10 @@ impl LoadPlan {
             match kind {
                 Kind::Cpu => {
                     if !group.gpus.is_empty() {
-                        return Err(format!("{field}.gpus: KIND_CPU instances take no GPUs"));
+                        return Err(field_error(
+                            format!("{field}.gpus"),
+                            "KIND_CPU instances take no GPUs",
+                        ));
                     }
                     instances.extend(std::iter::repeat_n(Device::Cpu, count));
                 }
@@ -195,9 +252,9 @@ impl LoadPlan {
             instances = vec![Device::Cpu; defaults.instances.max(1)];
         }
         if instances.len() > 64 {
-            return Err(format!(
-                "instance_group: {} instances is more than 64",
-                instances.len()
+            return Err(field_error(
+                "instance_group",
+                format!("{} instances is more than 64", instances.len()),
             ));
         }
         let graph_level = config
@@ -214,7 +271,7 @@ impl LoadPlan {
     }
 
     /// The versions to load out of those found on disk (ascending).
-    pub fn select_versions(&self, found: &[u64]) -> Result<Vec<u64>, String> {
+    pub(crate) fn select_versions(&self, found: &[u64]) -> Result<Vec<u64>, ModelConfigError> {
         match &self.policy.policy_choice {
             None => Ok(found.iter().rev().take(1).copied().collect()),
             Some(PolicyChoice::Latest(latest)) => {
@@ -227,13 +284,11 @@ impl LoadPlan {
             Some(PolicyChoice::Specific(specific)) => {
                 let mut chosen = Vec::new();
                 for &v in &specific.versions {
-                    let v = u64::try_from(v).map_err(|_| {
-                        format!("version_policy.specific.versions: {v} is negative")
-                    })?;
+                    let field = "version_policy.specific.versions";
+                    let v = u64::try_from(v)
+                        .map_err(|_| field_error(field, format!("{v} is negative")))?;
                     if !found.contains(&v) {
-                        return Err(format!(
-                            "version_policy.specific.versions: version {v} has no directory"
-                        ));
+                        return Err(field_error(field, format!("version {v} has no directory")));
                     }
                     chosen.push(v);
                 }
@@ -245,14 +300,14 @@ impl LoadPlan {
     }
 
     /// The model file of `version` under `model_dir`.
-    pub fn model_path(&self, model_dir: &Path, version: u64) -> PathBuf {
+    pub(crate) fn model_path(&self, model_dir: &Path, version: u64) -> PathBuf {
         model_dir.join(version.to_string()).join(&self.filename)
     }
 }
 
 /// Whether TensorRT was asked for; every accelerator must be one oxserve
 /// can provide.
-fn accelerators(config: &ModelConfig) -> Result<bool, String> {
+fn accelerators(config: &ModelConfig) -> Result<bool, ModelConfigError> {
     let Some(accelerators) = config
         .optimization
         .as_ref()
@@ -261,9 +316,12 @@ fn accelerators(config: &ModelConfig) -> Result<bool, String> {
         return Ok(false);
     };
     if let Some(cpu) = accelerators.cpu_execution_accelerator.first() {
-        return Err(format!(
-            "optimization.execution_accelerators.cpu_execution_accelerator: '{}' is not available; the onnxruntime wheel has only the default CPU provider",
-            cpu.name
+        return Err(field_error(
+            "optimization.execution_accelerators.cpu_execution_accelerator",
+            format!(
+                "'{}' is not available; the onnxruntime wheel has only the default CPU provider",
+                cpu.name
+            ),
         ));
     }
     let mut tensorrt = false;
@@ -272,34 +330,14 @@ fn accelerators(config: &ModelConfig) -> Result<bool, String> {
             "tensorrt" => tensorrt = true,
             "cuda" => {}
             other => {
-                return Err(format!(
-                    "optimization.execution_accelerators.gpu_execution_accelerator: unknown accelerator '{other}' (use \"tensorrt\" or \"cuda\")"
+                return Err(field_error(
+                    "optimization.execution_accelerators.gpu_execution_accelerator",
+                    format!("unknown accelerator '{other}' (use \"tensorrt\" or \"cuda\")"),
                 ));
             }
         }
     }
     Ok(tensorrt)
-}
-
-/// Triton's enum value for a datatype.
-pub fn config_type(datatype: DataType) -> crate::proto::inference::DataType {
-    use crate::proto::inference::DataType as T;
-    match datatype {
-        DataType::Bool => T::TypeBool,
-        DataType::Uint8 => T::TypeUint8,
-        DataType::Uint16 => T::TypeUint16,
-        DataType::Uint32 => T::TypeUint32,
-        DataType::Uint64 => T::TypeUint64,
-        DataType::Int8 => T::TypeInt8,
-        DataType::Int16 => T::TypeInt16,
-        DataType::Int32 => T::TypeInt32,
-        DataType::Int64 => T::TypeInt64,
-        DataType::Fp16 => T::TypeFp16,
-        DataType::Bf16 => T::TypeBf16,
-        DataType::Fp32 => T::TypeFp32,
-        DataType::Fp64 => T::TypeFp64,
-        DataType::Bytes => T::TypeString,
-    }
 }
 
 #[cfg(test)]

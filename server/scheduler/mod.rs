@@ -2,85 +2,84 @@
 //! instance) that form batches from it and run them.
 //!
 //! The async side never blocks: [`Scheduler::submit`] queues a request at
-//! once or refuses it when the queue is full. Workers wait on a condition
-//! variable; an idle worker asks the [`BatchPolicy`] what to run, takes
-//! those requests out of the queue and runs them as one ONNX Runtime
-//! execution, then answers each on its own channel. A request whose caller
-//! has gone (cancelled, or its deadline passed) is dropped, not run.
+//! once, or refuses it when the queue is full, and returns a [`Ticket`] to
+//! await. Workers wait on a condition variable; an idle worker asks the
+//! [`BatchPolicy`] what to run, takes those requests out of the queue,
+//! hands them to its [`Executor`] as one execution, then answers each on its
+//! own channel. A caller that gives up (cancelled, or its deadline passed)
+//! drops its ticket, which takes its request out of the queue at once: it
+//! is never run and no longer counts against the queue's capacity.
 
+mod executor;
 mod policy;
+mod queue;
 
-use std::borrow::Borrow;
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::thread;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use executor::{ComputeTimes, ExecError, Executed, Executor, Observer, Unobserved};
 pub use policy::{BatchPolicy, Decision, Waiting};
+pub use queue::{Queue, Queued, SlotId};
 
-use crate::backend::{BackendError, Instance};
-use crate::stats::VersionStats;
-use crate::tensor::{DecodedRequest, Tensor};
-
-/// The outcome of one request, as a worker reports it.
-pub type Reply = Result<Vec<Tensor>, BackendError>;
-
-/// Why a request was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubmitError {
+/// Why a request was not queued, or not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulerError {
     /// The queue holds its maximum number of requests.
+    #[error("the queue holds its maximum of {capacity} requests")]
     QueueFull {
         /// The queue's capacity.
         capacity: usize,
     },
-    /// The model version is being unloaded.
+    /// The scheduler was closed before the request ran.
+    #[error("the model version is shutting down")]
     Stopped,
+    /// The execution that carried the request failed.
+    #[error(transparent)]
+    Failed(#[from] ExecError),
 }
 
-struct Entry {
-    waiting: Waiting,
-    request: DecodedRequest,
-    reply: oneshot::Sender<Reply>,
+type Reply<O> = Result<O, ExecError>;
+
+/// A queued job with the channel its answer goes back on.
+struct Job<J, O> {
+    job: J,
+    reply: oneshot::Sender<Reply<O>>,
 }
 
-impl Borrow<Waiting> for Entry {
-    fn borrow(&self) -> &Waiting {
-        &self.waiting
-    }
-}
-
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Entry>,
+struct State<J, O> {
+    queue: Queue<Job<J, O>>,
     closed: bool,
 }
 
-struct Shared {
-    state: Mutex<State>,
+struct Shared<J, O> {
+    state: Mutex<State<J, O>>,
     wake: Condvar,
     policy: BatchPolicy,
     capacity: usize,
-    stats: Arc<VersionStats>,
+    observer: Arc<dyn Observer>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock (inference runs outside it),
+impl<J, O> Shared<J, O> {
+    fn lock(&self) -> MutexGuard<'_, State<J, O>> {
+        // Nothing panics while holding the lock (executions run outside it),
         // so a poisoned lock still guards a consistent queue.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The queue and workers of one model version. Dropping it lets the
-/// workers finish what is queued, then stop and drop their sessions.
-pub struct Scheduler {
-    shared: Arc<Shared>,
+/// workers finish what is queued, then stop and drop their executors.
+pub struct Scheduler<J, O> {
+    shared: Arc<Shared<J, O>>,
 }
 
-impl std::fmt::Debug for Scheduler {
+impl<J, O> std::fmt::Debug for Scheduler<J, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler")
             .field("policy", &self.shared.policy)
@@ -89,120 +88,146 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
-/// The batch key of a request: every input's datatype and non-batch
-/// dimensions. Requests batch together only when their keys are equal.
-fn batch_key(request: &DecodedRequest) -> Box<[u64]> {
-    let mut key = Vec::with_capacity(request.inputs.len() * 4);
-    for input in &request.inputs {
-        key.push(input.datatype as u64);
-        key.push(input.shape.len() as u64);
-        key.extend(input.shape.iter().skip(1).map(|&d| d as u64));
-    }
-    key.into_boxed_slice()
-}
-
-impl Scheduler {
-    /// Starts one worker thread per instance, sharing a queue of at most
-    /// `capacity` waiting requests.
-    pub fn start(
+impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
+    /// Starts one worker thread per executor, sharing a queue of at most
+    /// `capacity` waiting requests. Threads are named `{name}-{index}`.
+    pub fn start<E>(
         name: &str,
-        instances: Vec<Instance>,
+        executors: Vec<E>,
         policy: BatchPolicy,
         capacity: usize,
-        stats: Arc<VersionStats>,
-    ) -> std::io::Result<Scheduler> {
+        observer: Arc<dyn Observer>,
+    ) -> std::io::Result<Scheduler<J, O>>
+    where
+        E: Executor<Job = J, Output = O>,
+    {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: Queue::default(),
+                closed: false,
+            }),
             wake: Condvar::new(),
             policy,
             capacity,
-            stats,
+            observer,
         });
-        for (index, instance) in instances.into_iter().enumerate() {
+        let scheduler = Scheduler {
+            shared: Arc::clone(&shared),
+        };
+        for (index, executor) in executors.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
+            // On error the scheduler is dropped, which stops the workers
+            // already started once their (empty) queue is seen closed.
             thread::Builder::new()
                 .name(format!("{name}-{index}"))
-                .spawn(move || work(&shared, instance))?;
+                .spawn(move || work(&shared, executor))?;
         }
-        Ok(Scheduler { shared })
+        Ok(scheduler)
     }
 
-    /// Queues `request`; the receiver yields its outputs once it has run.
-    pub fn submit(&self, request: DecodedRequest) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+    /// Queues `job`, which carries `rows` rows and batches only with jobs of
+    /// the same `key`; the ticket resolves to its output once it has run.
+    pub fn submit(
+        &self,
+        job: J,
+        rows: usize,
+        key: Box<[u64]>,
+    ) -> Result<Ticket<J, O>, SchedulerError> {
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
-            rows: request.batch_size.unwrap_or(1),
-            key: batch_key(&request),
+            rows,
+            key,
             enqueued: Instant::now(),
         };
-        {
+        let (slot, pending) = {
             let mut state = self.shared.lock();
             if state.closed {
-                return Err(SubmitError::Stopped);
+                return Err(SchedulerError::Stopped);
             }
             if state.queue.len() >= self.shared.capacity {
-                // Callers that gave up no longer count against the limit.
-                state.queue.retain(|e| !e.reply.is_closed());
-            }
-            if state.queue.len() >= self.shared.capacity {
-                return Err(SubmitError::QueueFull {
+                return Err(SchedulerError::QueueFull {
                     capacity: self.shared.capacity,
                 });
             }
-            state.queue.push_back(Entry {
-                waiting,
-                request,
-                reply,
-            });
-            self.shared.stats.set_pending(state.queue.len());
-        }
+            let slot = state.queue.push(waiting, Job { job, reply });
+            (slot, state.queue.len())
+        };
+        self.shared.observer.pending(pending);
         self.shared.wake.notify_one();
-        Ok(answer)
+        Ok(Ticket {
+            shared: Arc::clone(&self.shared),
+            slot: Some(slot),
+            answer,
+        })
     }
 }
 
-impl Drop for Scheduler {
+impl<J, O> Drop for Scheduler<J, O> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
     }
 }
 
-/// Takes the entries at `positions` (ascending) out of the queue, skipping
-/// those whose caller has gone.
-fn take(queue: &mut VecDeque<Entry>, positions: &[usize]) -> Vec<Entry> {
-    let mut batch: Vec<Entry> = positions
-        .iter()
-        .rev()
-        .filter_map(|&p| queue.remove(p))
-        .filter(|e| !e.reply.is_closed())
-        .collect();
-    batch.reverse();
-    batch
+/// A queued request's claim on its answer. Dropping it before the answer
+/// arrives abandons the request: still waiting, it leaves the queue at once
+/// and is never run; already running, its answer is discarded.
+pub struct Ticket<J, O> {
+    shared: Arc<Shared<J, O>>,
+    slot: Option<SlotId>,
+    answer: oneshot::Receiver<Reply<O>>,
+}
+
+impl<J, O> Future for Ticket<J, O> {
+    type Output = Result<O, SchedulerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let answer = std::task::ready!(Pin::new(&mut self.answer).poll(cx));
+        // Answered (or its worker stopped): nothing left to abandon.
+        self.slot = None;
+        Poll::Ready(match answer {
+            Ok(reply) => reply.map_err(SchedulerError::Failed),
+            // A worker always answers what it takes, so a dropped sender
+            // means the workers stopped before reaching this request.
+            Err(_) => Err(SchedulerError::Stopped),
+        })
+    }
+}
+
+impl<J, O> Drop for Ticket<J, O> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let (removed, pending) = {
+            let mut state = self.shared.lock();
+            let removed = state.queue.remove(slot);
+            (removed, state.queue.len())
+        };
+        if removed.is_some() {
+            self.shared.observer.pending(pending);
+        }
+        // The request's data is dropped here, outside the lock.
+        drop(removed);
+    }
 }
 
 /// Waits for the next batch; `None` once the scheduler is dropped and the
 /// queue is empty.
-fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
+fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<Vec<queue::Queued<Job<J, O>>>> {
     let mut state = shared.lock();
     loop {
-        // Callers that gave up while waiting at the front are let go at
-        // once, so they do not hold up a batch.
-        while state.queue.front().is_some_and(|e| e.reply.is_closed()) {
-            state.queue.pop_front();
-            shared.stats.set_pending(state.queue.len());
-        }
         if state.queue.is_empty() && state.closed {
             return None;
         }
         let now = Instant::now();
-        match shared.policy.decide(state.queue.make_contiguous(), now) {
-            Decision::Run(positions) => {
-                let batch = take(&mut state.queue, &positions);
-                shared.stats.set_pending(state.queue.len());
-                if !batch.is_empty() {
-                    return Some(batch);
-                }
+        match shared.policy.decide(state.queue.waiting(), now) {
+            Decision::Run(ids) => {
+                let batch = state.queue.take(&ids);
+                let pending = state.queue.len();
+                drop(state);
+                shared.observer.pending(pending);
+                return Some(batch);
             }
             Decision::WaitUntil(deadline) => {
                 let timeout = deadline.saturating_duration_since(now);
@@ -219,31 +244,52 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
     }
 }
 
-fn work(shared: &Shared, mut instance: Instance) {
+fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E) {
     while let Some(batch) = next_batch(shared) {
         let started = Instant::now();
-        for entry in &batch {
-            shared.stats.record_queue(started - entry.waiting.enqueued);
+        let mut rows = 0;
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for queued in batch {
+            shared
+                .observer
+                .dequeued(started.saturating_duration_since(queued.waiting.enqueued));
+            rows += queued.waiting.rows;
+            jobs.push(queued.job.job);
+            replies.push(queued.job.reply);
         }
-        let requests: Vec<&DecodedRequest> = batch.iter().map(|e| &e.request).collect();
-        // A panic inside ONNX Runtime's bindings must cost this batch, not
-        // the model: the worker goes on with the next one.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| instance.run_batch(&requests)))
-            .unwrap_or_else(|_| Err(BackendError::Run("the inference thread panicked".into())));
+        let refs: Vec<&E::Job> = jobs.iter().collect();
+        // A panic inside an execution must cost this batch, not the model:
+        // the worker goes on with the next one.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(&refs)))
+            .unwrap_or_else(|_| Err(ExecError("the inference thread panicked".into())));
+        let result = result.and_then(|done| {
+            if done.outputs.len() == replies.len() {
+                Ok(done)
+            } else {
+                Err(ExecError(format!(
+                    "the execution returned {} outputs for {} requests",
+                    done.outputs.len(),
+                    replies.len()
+                )))
+            }
+        });
         match result {
             Ok(done) => {
-                let rows = batch.iter().map(|e| e.waiting.rows).sum();
-                shared.stats.record_execution(batch.len(), rows, done.times);
-                for (entry, outputs) in batch.into_iter().zip(done.outputs) {
+                shared.observer.executed(replies.len(), rows, done.times);
+                for (reply, output) in replies.into_iter().zip(done.outputs) {
                     // The caller may have gone meanwhile; nobody is left to tell.
-                    let _ = entry.reply.send(Ok(outputs));
+                    let _ = reply.send(Ok(output));
                 }
             }
             Err(error) => {
-                for entry in batch {
-                    let _ = entry.reply.send(Err(error.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,9 +20,9 @@ pub struct Waiting {
 
 /// The next step for an idle model instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Run the requests at these queue positions (ascending) as one batch.
-    Run(Vec<usize>),
+pub enum Decision<K> {
+    /// Run the requests with these ids (oldest first) as one batch.
+    Run(Vec<K>),
     /// Nothing to run yet; look again at this instant (or when a request
     /// arrives).
     WaitUntil(Instant),
@@ -51,8 +51,8 @@ impl BatchPolicy {
         }
     }
 
-    /// Decides what an idle instance does with `queue` (oldest first) at
-    /// `now`.
+    /// Decides what an idle instance does with the waiting requests
+    /// (oldest first, each with the id it is taken by) at `now`.
     ///
     /// The batch is always led by the oldest request, so nothing starves;
     /// it takes the following requests with the same key in arrival order,
@@ -60,26 +60,31 @@ impl BatchPolicy {
     /// fit. It runs at once when full or when a prefix of it is exactly a
     /// preferred size (the largest such prefix); otherwise it waits until
     /// the oldest request has waited `max_queue_delay`, then runs what it
-    /// has.
-    pub fn decide<W: std::borrow::Borrow<Waiting>>(&self, queue: &[W], now: Instant) -> Decision {
-        let Some(head) = queue.first().map(|w| w.borrow()) else {
+    /// has. It reads the queue only as far as the batch it forms, except
+    /// when skipping requests of other shapes.
+    pub fn decide<'w, K>(
+        &self,
+        queue: impl IntoIterator<Item = (K, &'w Waiting)>,
+        now: Instant,
+    ) -> Decision<K> {
+        let mut queue = queue.into_iter();
+        let Some((head_id, head)) = queue.next() else {
             return Decision::Idle;
         };
         if self.max_batch_size == 0 {
-            return Decision::Run(vec![0]);
+            return Decision::Run(vec![head_id]);
         }
         let mut picked = Vec::new();
         let mut rows = 0;
         let mut preferred_prefix = None;
-        for (position, waiting) in queue.iter().enumerate() {
-            let waiting = waiting.borrow();
+        for (id, waiting) in std::iter::once((head_id, head)).chain(queue) {
             if waiting.key != head.key {
                 continue;
             }
             if rows + waiting.rows > self.max_batch_size {
                 break;
             }
-            picked.push(position);
+            picked.push(id);
             rows += waiting.rows;
             if self.preferred_batch_sizes.contains(&rows) {
                 preferred_prefix = Some(picked.len());

@@ -1,12 +1,12 @@
 //! Request inputs → validated raw tensors, in the model's input order.
 
 use bytes::{BufMut, Bytes, BytesMut};
-
-use super::error::fmt_shape;
-use super::{DataType, InvalidInput, ModelSpec, Tensor, TensorSpec};
-use crate::proto::inference::{
+use oxserve_proto::inference::{
     InferTensorContents, ModelInferRequest, model_infer_request::InferInputTensor,
 };
+
+use super::error::fmt_shape;
+use super::{BytesElements, DataType, InvalidInput, ModelSpec, Tensor, TensorSpec, element_count};
 
 /// A request checked against its model: every input present once with the
 /// right datatype, shape and size, and the outputs to return.
@@ -21,39 +21,16 @@ pub struct DecodedRequest {
     pub batch_size: Option<usize>,
 }
 
-/// Product of a shape's dimensions, or `None` if a dimension is negative or
-/// the product overflows.
-pub fn element_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
-        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
-    })
-}
-
-/// Counts the elements of a raw BYTES stream (4-byte little-endian length,
-/// then that many bytes, repeated), without allocating. The error names the
-/// offset where the stream stops making sense.
-pub fn bytes_elements(data: &[u8]) -> Result<usize, String> {
-    let mut rest = data;
-    let mut count = 0usize;
-    while !rest.is_empty() {
-        let offset = data.len() - rest.len();
-        let Some((prefix, tail)) = rest.split_first_chunk::<4>() else {
-            return Err(format!(
-                "truncated length prefix at byte {offset}: {} bytes left, a prefix needs 4",
-                rest.len()
-            ));
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if len > tail.len() {
-            return Err(format!(
-                "element {count} at byte {offset} declares {len} bytes, but only {} remain",
-                tail.len()
-            ));
-        }
-        rest = &tail[len..];
-        count += 1;
+/// The batch key of a request: every input's datatype and non-batch
+/// dimensions. Requests batch together only when their keys are equal.
+pub(crate) fn batch_key(request: &DecodedRequest) -> Box<[u64]> {
+    let mut key = Vec::with_capacity(request.inputs.len() * 4);
+    for input in &request.inputs {
+        key.push(input.datatype as u64);
+        key.push(input.shape.len() as u64);
+        key.extend(input.shape.iter().skip(1).map(|&d| d as u64));
     }
-    Ok(count)
+    key.into_boxed_slice()
 }
 
 /// Checks `request` against `spec` and turns its inputs into raw tensors.
@@ -229,7 +206,7 @@ fn decode_input(
             return Err(InvalidInput::NoData {
                 model: model_name(),
                 input: name(),
-                field: typed_field(datatype).unwrap_or("(raw only)"),
+                field: datatype.contents_field().unwrap_or("(raw only)"),
             });
         }
     };
@@ -264,11 +241,12 @@ fn check_raw(
             }
         }
         None => {
-            let got = bytes_elements(raw).map_err(|detail| InvalidInput::MalformedBytes {
-                model: model.name.clone(),
-                input: input.name.clone(),
-                detail,
-            })?;
+            let got =
+                BytesElements::count_all(raw).map_err(|detail| InvalidInput::MalformedBytes {
+                    model: model.name.clone(),
+                    input: input.name.clone(),
+                    detail,
+                })?;
             if got != count {
                 return Err(InvalidInput::BytesCountMismatch {
                     model: model.name.clone(),
@@ -281,21 +259,6 @@ fn check_raw(
         }
     }
     Ok(())
-}
-
-/// The typed field that carries `datatype`, or `None` for raw-only types.
-fn typed_field(datatype: DataType) -> Option<&'static str> {
-    Some(match datatype {
-        DataType::Bool => "bool_contents",
-        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => "uint_contents",
-        DataType::Uint64 => "uint64_contents",
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => "int_contents",
-        DataType::Int64 => "int64_contents",
-        DataType::Fp32 => "fp32_contents",
-        DataType::Fp64 => "fp64_contents",
-        DataType::Bytes => "bytes_contents",
-        DataType::Fp16 | DataType::Bf16 => return None,
-    })
 }
 
 /// Names and lengths of the non-empty typed fields.
@@ -322,7 +285,7 @@ fn encode_contents(
     count: usize,
     c: &InferTensorContents,
 ) -> Result<Bytes, InvalidInput> {
-    let expected_field = typed_field(datatype);
+    let expected_field = datatype.contents_field();
     let used = used_fields(c);
     if let Some(&(got, _)) = used
         .iter()
@@ -408,21 +371,16 @@ fn encode_contents(
         DataType::Fp64 => c.fp64_contents.iter().for_each(|&v| out.put_f64_le(v)),
         DataType::Bytes => {
             for element in &c.bytes_contents {
-                put_bytes_element(&mut out, element);
+                // An element of a message bounded by the 2 GiB message
+                // limit always fits its 4-byte length prefix.
+                out.put_u32_le(element.len() as u32);
+                out.put_slice(element);
             }
         }
         // Raw-only types returned above for want of a typed field.
         DataType::Fp16 | DataType::Bf16 => unreachable!("raw-only datatypes have no typed field"),
     }
     Ok(out.freeze())
-}
-
-/// Appends one BYTES element (length prefix, then the bytes).
-pub(crate) fn put_bytes_element(out: &mut BytesMut, element: &[u8]) {
-    // Elements come from a message bounded far below 4 GiB by the server's
-    // message size limit, or from ONNX Runtime strings of the same origin.
-    out.put_u32_le(element.len() as u32);
-    out.put_slice(element);
 }
 
 /// Writes each value narrowed to `N`, or returns the first that does not fit.

@@ -1,35 +1,9 @@
 //! Output tensors → response fields (`outputs` + `raw_output_contents`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use oxserve_proto::inference::model_infer_response::InferOutputTensor;
 
 use super::Tensor;
-use super::decode::put_bytes_element;
-use crate::proto::inference::model_infer_response::InferOutputTensor;
-
-/// Builds a raw BYTES stream element by element.
-#[derive(Debug, Default)]
-pub struct BytesWriter {
-    out: BytesMut,
-}
-
-impl BytesWriter {
-    /// A writer with room for `capacity` bytes of prefixes and data.
-    pub fn with_capacity(capacity: usize) -> Self {
-        BytesWriter {
-            out: BytesMut::with_capacity(capacity),
-        }
-    }
-
-    /// Appends one element.
-    pub fn push(&mut self, element: &[u8]) {
-        put_bytes_element(&mut self.out, element);
-    }
-
-    /// The finished stream.
-    pub fn finish(self) -> Bytes {
-        self.out.freeze()
-    }
-}
 
 /// Splits tensors into the response's output metadata and raw contents, in
 /// the same order. Outputs always travel raw, as the reference servers send

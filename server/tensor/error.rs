@@ -239,7 +239,7 @@ pub enum InvalidInput {
         /// Input name.
         input: String,
         /// What is wrong, with offsets.
-        detail: String,
+        detail: super::MalformedBytes,
     },
     /// A BYTES tensor whose element count differs from its shape.
     #[error(

@@ -7,16 +7,17 @@
 //! already checked against its shape, so the backend can copy it into an ONNX
 //! Runtime tensor without further checks.
 
-mod datatype;
 mod decode;
 mod encode;
 mod error;
 mod spec;
 
-pub use datatype::DataType;
-pub use decode::{DecodedRequest, bytes_elements, decode_request, element_count};
-pub use encode::{BytesWriter, encode_outputs};
-pub use error::InvalidInput;
+pub(crate) use decode::batch_key;
+pub use decode::{DecodedRequest, decode_request};
+pub use encode::encode_outputs;
+pub(crate) use error::InvalidInput;
+pub use oxserve_proto::DataType;
+pub(crate) use oxserve_proto::{BytesElements, BytesWriter, MalformedBytes, element_count};
 pub use spec::{ModelSpec, TensorSpec};
 
 use bytes::Bytes;

@@ -2,13 +2,21 @@
 //! connected to it.
 
 #![allow(
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm,
+    reason = "test code: a failed unwrap is a failed test, and a match picks the cases a test is about"
+)]
+#![allow(
     dead_code,
     reason = "each test binary uses a different part of the harness"
 )]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use oxserve::{Config, ServeError};
 use oxserve_client::Client;
@@ -60,21 +68,20 @@ pub(crate) async fn start(config: Config) -> TestServer {
 
 /// Starts a server without waiting for readiness.
 pub(crate) async fn spawn(config: Config) -> TestServer {
-    let listener = tokio::net::TcpListener::bind(config.grpc_address)
+    let grpc = tokio::net::TcpListener::bind(config.grpc_address)
         .await
         .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = grpc.local_addr().unwrap();
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
+    let listeners = oxserve::Listeners {
+        grpc,
+        metrics: Some(metrics),
+    };
     let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(oxserve::run_with_metrics(
-        config,
-        listener,
-        Some(metrics),
-        async move {
-            let _ = signal.await;
-        },
-    ));
+    let task = tokio::spawn(oxserve::run(config, listeners, async move {
+        let _ = signal.await;
+    }));
     let client = Client::builder(format!("http://{addr}"))
         .timeout(Duration::from_secs(60))
         .connect()
@@ -155,4 +162,59 @@ pub(crate) fn slow_call(
             .send()
             .await
     })
+}
+
+/// GETs `path` over HTTP/1.1 and returns (status line, body).
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// Every sample of a Prometheus exposition as `name{labels}` → value.
+pub(crate) fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sample `key`; panics if there is none.
+pub(crate) fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key}"))
+}
+
+impl TestServer {
+    /// The server's metrics now.
+    pub(crate) async fn metrics(&self) -> BTreeMap<String, f64> {
+        let (status, body) = get(self.metrics_addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        samples(&body)
+    }
+
+    /// Waits until the metric `key` reads `expected`: for state the test
+    /// cannot observe otherwise (a request sitting in a queue). Panics after
+    /// 30 s.
+    pub(crate) async fn wait_for_metric(&self, key: &str, expected: f64) {
+        let wait = async {
+            loop {
+                if self.metrics().await.get(key) == Some(&expected) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{key} never read {expected}"));
+    }
 }

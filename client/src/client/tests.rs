@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{Datatype, InferResponse, mock};
+use crate::{DataType, InferResponse, mock};
 use tonic::transport::Endpoint;
 
 async fn connected() -> (mock::Mock, Client) {
@@ -84,7 +84,7 @@ async fn typed_inference_round_trips_every_datatype() {
         .input("u64", [1], &[u64::MAX])
         .input("bool", [3], &[true, false, true])
         .input_bytes("bytes", [3], &[&b""[..], b"\xff\x00", "é".as_bytes()])
-        .input_raw("fp16", Datatype::Fp16, [1], vec![0x00, 0x3c])
+        .input_raw("fp16", DataType::Fp16, [1], vec![0x00, 0x3c])
         .send()
         .await
         .unwrap();

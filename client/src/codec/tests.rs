@@ -24,17 +24,17 @@ fn every_fixed_datatype_round_trips_little_endian() {
 
 #[test]
 fn datatypes_match_the_protocol_table() {
-    assert_eq!(bool::DATATYPE, Datatype::Bool);
-    assert_eq!(u8::DATATYPE, Datatype::Uint8);
-    assert_eq!(u16::DATATYPE, Datatype::Uint16);
-    assert_eq!(u32::DATATYPE, Datatype::Uint32);
-    assert_eq!(u64::DATATYPE, Datatype::Uint64);
-    assert_eq!(i8::DATATYPE, Datatype::Int8);
-    assert_eq!(i16::DATATYPE, Datatype::Int16);
-    assert_eq!(i32::DATATYPE, Datatype::Int32);
-    assert_eq!(i64::DATATYPE, Datatype::Int64);
-    assert_eq!(f32::DATATYPE, Datatype::Fp32);
-    assert_eq!(f64::DATATYPE, Datatype::Fp64);
+    assert_eq!(bool::DATATYPE, DataType::Bool);
+    assert_eq!(u8::DATATYPE, DataType::Uint8);
+    assert_eq!(u16::DATATYPE, DataType::Uint16);
+    assert_eq!(u32::DATATYPE, DataType::Uint32);
+    assert_eq!(u64::DATATYPE, DataType::Uint64);
+    assert_eq!(i8::DATATYPE, DataType::Int8);
+    assert_eq!(i16::DATATYPE, DataType::Int16);
+    assert_eq!(i32::DATATYPE, DataType::Int32);
+    assert_eq!(i64::DATATYPE, DataType::Int64);
+    assert_eq!(f32::DATATYPE, DataType::Fp32);
+    assert_eq!(f64::DATATYPE, DataType::Fp64);
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn bytes_decode_rejects_a_truncated_prefix() {
     raw.extend_from_slice(&[1, 0]);
     let err = decode_bytes(&raw, 2).unwrap_err();
     assert!(
-        matches!(&err, Error::Decode(m) if m.contains("element 1: truncated length prefix (2 of 4 bytes)")),
+        matches!(&err, Error::Decode(m) if m.contains("element 1 at byte 6: truncated length prefix (2 of 4 bytes)")),
         "{err}"
     );
 }
@@ -133,7 +133,7 @@ fn bytes_decode_rejects_a_prefix_claiming_more_than_present() {
     let raw = [5, 0, 0, 0, b'a', b'b'];
     let err = decode_bytes(&raw, 1).unwrap_err();
     assert!(
-        matches!(&err, Error::Decode(m) if m.contains("element 0 claims 5 bytes, but only 2 remain")),
+        matches!(&err, Error::Decode(m) if m.contains("element 0 at byte 0 declares 5 bytes, but only 2 remain")),
         "{err}"
     );
     let huge = [0xff, 0xff, 0xff, 0xff, 0];
@@ -162,22 +162,22 @@ fn bytes_decode_does_not_trust_a_huge_count() {
 
 #[test]
 fn validate_raw_checks_fixed_sizes_and_bytes_streams() {
-    assert!(validate_raw(Datatype::Fp16, &[0; 6], 3).is_ok());
-    assert!(validate_raw(Datatype::Bf16, &[0; 5], 3).is_err());
-    assert!(validate_raw(Datatype::Fp64, &[0; 8], usize::MAX).is_err());
+    assert!(validate_raw(DataType::Fp16, &[0; 6], 3).is_ok());
+    assert!(validate_raw(DataType::Bf16, &[0; 5], 3).is_err());
+    assert!(validate_raw(DataType::Fp64, &[0; 8], usize::MAX).is_err());
     let raw = encode_bytes(&["a", ""]).unwrap();
-    assert!(validate_raw(Datatype::Bytes, &raw, 2).is_ok());
-    assert!(validate_raw(Datatype::Bytes, &raw, 1).is_err());
-    assert!(validate_raw(Datatype::Bytes, &raw[..raw.len() - 1], 2).is_err());
-    assert!(validate_raw(Datatype::Bytes, &[], 0).is_ok());
+    assert!(validate_raw(DataType::Bytes, &raw, 2).is_ok());
+    assert!(validate_raw(DataType::Bytes, &raw, 1).is_err());
+    assert!(validate_raw(DataType::Bytes, &raw[..raw.len() - 1], 2).is_err());
+    assert!(validate_raw(DataType::Bytes, &[], 0).is_ok());
 }
 
 #[cfg(feature = "half")]
 #[test]
 fn half_precision_round_trips_little_endian() {
     use half::{bf16, f16};
-    assert_eq!(<f16 as Element>::DATATYPE, Datatype::Fp16);
-    assert_eq!(<bf16 as Element>::DATATYPE, Datatype::Bf16);
+    assert_eq!(<f16 as Element>::DATATYPE, DataType::Fp16);
+    assert_eq!(<bf16 as Element>::DATATYPE, DataType::Bf16);
     round_trip(
         &[f16::from_f32(1.0), f16::from_f32(-2.0)],
         &[0x00, 0x3c, 0x00, 0xc0],

@@ -25,7 +25,7 @@ async fn builds_raw_inputs_in_order() {
         .input("x", [2, 2], &[1.0f32, 2.0, 3.0, 4.0])
         .input("mask", [2], &[true, false])
         .input_bytes("text", [2], &["hé", ""])
-        .input_raw("half", Datatype::Fp16, [1], vec![0x00, 0x3c])
+        .input_raw("half", DataType::Fp16, [1], vec![0x00, 0x3c])
         .output("y")
         .output("z")
         .build()
@@ -115,7 +115,7 @@ async fn negative_and_overflowing_shapes_are_mismatches() {
         let message = mismatch(
             client()
                 .infer("m")
-                .input_raw("x", Datatype::Fp16, shape, vec![]),
+                .input_raw("x", DataType::Fp16, shape, vec![]),
         );
         assert!(
             message.contains("negative dimension or too many elements"),
@@ -129,24 +129,24 @@ async fn raw_inputs_are_validated() {
     let message = mismatch(
         client()
             .infer("m")
-            .input_raw("h", Datatype::Bf16, [2], vec![0; 3]),
+            .input_raw("h", DataType::Bf16, [2], vec![0; 3]),
     );
     assert_eq!(message, "input 'h': 2 BF16 elements need 4 bytes, got 3");
     let truncated = vec![3, 0, 0, 0, b'a'];
     let message = mismatch(
         client()
             .infer("m")
-            .input_raw("t", Datatype::Bytes, [1], truncated),
+            .input_raw("t", DataType::Bytes, [1], truncated),
     );
     assert!(
-        message.contains("claims 3 bytes, but only 1 remain"),
+        message.contains("element 0 at byte 0 declares 3 bytes, but only 1 remain"),
         "{message}"
     );
     let two = encode_bytes(&["a", "b"]).unwrap();
     let message = mismatch(
         client()
             .infer("m")
-            .input_raw("t", Datatype::Bytes, [3], two),
+            .input_raw("t", DataType::Bytes, [3], two),
     );
     assert!(
         message.contains("should hold 3 elements, found 2"),

@@ -1,3 +1,5 @@
+use bytes::Bytes;
+
 use super::*;
 use crate::codec::{encode, encode_bytes};
 
@@ -14,7 +16,7 @@ fn tensor(name: &str, datatype: &str, shape: &[i64]) -> InferOutputTensor {
 fn raw_response(datatype: &str, shape: &[i64], raw: Vec<u8>) -> InferResponse {
     InferResponse::from(pb::ModelInferResponse {
         outputs: vec![tensor("y", datatype, shape)],
-        raw_output_contents: vec![raw],
+        raw_output_contents: vec![raw.into()],
         ..Default::default()
     })
 }
@@ -49,7 +51,10 @@ fn accessors_expose_the_response() {
         model_version: "3".into(),
         id: "req-1".into(),
         outputs: vec![tensor("a", "FP32", &[1, 2]), tensor("b", "BYTES", &[1])],
-        raw_output_contents: vec![encode(&[1.0f32, 2.0]), encode_bytes(&["hi"]).unwrap()],
+        raw_output_contents: vec![
+            encode(&[1.0f32, 2.0]).into(),
+            encode_bytes(&["hi"]).unwrap().into(),
+        ],
         ..Default::default()
     });
     assert_eq!(response.id(), "req-1");
@@ -60,7 +65,7 @@ fn accessors_expose_the_response() {
     assert_eq!(names, ["a", "b"]);
     let b = response.output("b").unwrap();
     assert_eq!((b.datatype(), b.shape()), ("BYTES", &[1][..]));
-    assert_eq!(b.dtype().unwrap(), Datatype::Bytes);
+    assert_eq!(b.dtype().unwrap(), DataType::Bytes);
     assert_eq!(b.as_strings().unwrap(), ["hi"]);
     assert_eq!(response.output("a").unwrap().as_f32().unwrap(), [1.0, 2.0]);
     assert!(response.output("c").is_none());
@@ -96,7 +101,7 @@ fn every_fixed_datatype_reads_from_raw() {
 #[test]
 fn half_precision_outputs_are_read_raw() {
     let r = raw_response("FP16", &[2], vec![0x00, 0x3c, 0x00, 0xc0]);
-    assert_eq!(y(&r).dtype().unwrap(), Datatype::Fp16);
+    assert_eq!(y(&r).dtype().unwrap(), DataType::Fp16);
     assert_eq!(y(&r).raw(), Some(&[0x00, 0x3c, 0x00, 0xc0][..]));
     assert!(matches!(y(&r).as_f32(), Err(Error::Mismatch(_))));
 }
@@ -133,7 +138,7 @@ fn every_type_reads_from_typed_contents() {
     let r = typed_response(
         "BYTES",
         &[2],
-        c(|c| c.bytes_contents = vec![b"a".to_vec(), vec![]]),
+        c(|c| c.bytes_contents = vec![Bytes::from_static(b"a"), Bytes::new()]),
     );
     assert_eq!(y(&r).as_strings().unwrap(), ["a", ""]);
     assert!(y(&r).raw().is_none());
@@ -228,7 +233,10 @@ fn bytes_outputs_check_their_framing() {
     let r = raw_response("BYTES", &[2], encode_bytes(&["a"]).unwrap());
     assert_decode_error(y(&r).as_bytes(), "should hold 2 elements, found 1");
     let r = raw_response("BYTES", &[1], vec![9, 0, 0, 0, b'a']);
-    assert_decode_error(y(&r).as_bytes(), "claims 9 bytes, but only 1 remain");
+    assert_decode_error(
+        y(&r).as_bytes(),
+        "element 0 at byte 0 declares 9 bytes, but only 1 remain",
+    );
     let r = raw_response("BYTES", &[1], vec![1, 0]);
     assert_decode_error(y(&r).as_strings(), "truncated length prefix");
 }
@@ -267,7 +275,7 @@ fn outputs_without_data_are_only_valid_when_empty() {
 fn raw_blobs_pair_with_outputs_by_index() {
     let r = InferResponse::from(pb::ModelInferResponse {
         outputs: vec![tensor("a", "UINT8", &[1]), tensor("b", "UINT8", &[2])],
-        raw_output_contents: vec![vec![1], vec![2, 3]],
+        raw_output_contents: vec![vec![1].into(), vec![2, 3].into()],
         ..Default::default()
     });
     assert_eq!(r.output("a").unwrap().as_u8().unwrap(), [1]);
@@ -275,7 +283,7 @@ fn raw_blobs_pair_with_outputs_by_index() {
     // A response with fewer blobs than outputs leaves the rest without raw data.
     let short = InferResponse::from(pb::ModelInferResponse {
         outputs: vec![tensor("a", "UINT8", &[1]), tensor("b", "UINT8", &[2])],
-        raw_output_contents: vec![vec![1]],
+        raw_output_contents: vec![vec![1].into()],
         ..Default::default()
     });
     assert!(short.output("b").unwrap().raw().is_none());

@@ -12,6 +12,11 @@ fn policy(max: usize, preferred: &[usize], delay_ms: u64) -> BatchPolicy {
     }
 }
 
+/// The queue's entries with their positions as ids.
+fn positions(queue: &[Waiting]) -> impl Iterator<Item = (usize, &Waiting)> {
+    queue.iter().enumerate()
+}
+
 fn waiting(rows: usize, key: u64) -> Waiting {
     Waiting {
         rows,
@@ -24,7 +29,7 @@ fn waiting(rows: usize, key: u64) -> Waiting {
 async fn an_empty_queue_is_idle() {
     let queue: Vec<Waiting> = Vec::new();
     assert_eq!(
-        policy(8, &[], 0).decide(&queue, Instant::now()),
+        policy(8, &[], 0).decide(positions(&queue), Instant::now()),
         Decision::Idle
     );
 }
@@ -33,7 +38,7 @@ async fn an_empty_queue_is_idle() {
 async fn without_batching_the_oldest_runs_alone() {
     let queue = vec![waiting(1, 0), waiting(1, 0)];
     assert_eq!(
-        BatchPolicy::unbatched().decide(&queue, Instant::now()),
+        BatchPolicy::unbatched().decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0])
     );
 }
@@ -42,7 +47,7 @@ async fn without_batching_the_oldest_runs_alone() {
 async fn with_no_delay_whatever_is_waiting_runs_now() {
     let queue = vec![waiting(1, 0), waiting(2, 0), waiting(1, 0)];
     assert_eq!(
-        policy(8, &[], 0).decide(&queue, Instant::now()),
+        policy(8, &[], 0).decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0, 1, 2])
     );
 }
@@ -52,7 +57,7 @@ async fn a_full_batch_runs_before_the_delay() {
     let queue = vec![waiting(3, 0), waiting(1, 0), waiting(2, 0)];
     // 3 + 1 = 4 = max: the third request waits for the next batch.
     assert_eq!(
-        policy(4, &[], 1000).decide(&queue, Instant::now()),
+        policy(4, &[], 1000).decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0, 1])
     );
 }
@@ -63,16 +68,19 @@ async fn a_partial_batch_waits_for_the_delay_then_runs() {
     let queue = vec![waiting(1, 0), waiting(1, 0)];
     let deadline = queue[0].enqueued + Duration::from_millis(5);
     assert_eq!(
-        p.decide(&queue, Instant::now()),
+        p.decide(positions(&queue), Instant::now()),
         Decision::WaitUntil(deadline)
     );
     advance(Duration::from_millis(4)).await;
     assert_eq!(
-        p.decide(&queue, Instant::now()),
+        p.decide(positions(&queue), Instant::now()),
         Decision::WaitUntil(deadline)
     );
     advance(Duration::from_millis(1)).await;
-    assert_eq!(p.decide(&queue, Instant::now()), Decision::Run(vec![0, 1]));
+    assert_eq!(
+        p.decide(positions(&queue), Instant::now()),
+        Decision::Run(vec![0, 1])
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -82,7 +90,10 @@ async fn the_delay_counts_from_the_oldest_request() {
     advance(Duration::from_millis(8)).await;
     let queue = vec![first, waiting(1, 0)];
     advance(Duration::from_millis(2)).await;
-    assert_eq!(p.decide(&queue, Instant::now()), Decision::Run(vec![0, 1]));
+    assert_eq!(
+        p.decide(positions(&queue), Instant::now()),
+        Decision::Run(vec![0, 1])
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -96,15 +107,18 @@ async fn the_largest_exact_preferred_size_runs_at_once() {
         waiting(1, 0),
     ];
     assert_eq!(
-        p.decide(&queue, Instant::now()),
+        p.decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0, 1, 2, 3])
     );
     let queue = vec![waiting(1, 0), waiting(1, 0), waiting(1, 0)];
-    assert_eq!(p.decide(&queue, Instant::now()), Decision::Run(vec![0, 1]));
+    assert_eq!(
+        p.decide(positions(&queue), Instant::now()),
+        Decision::Run(vec![0, 1])
+    );
     // 3 rows then 2: no prefix is exactly 2 or 4, so it waits.
     let queue = vec![waiting(3, 0), waiting(2, 0)];
     assert!(matches!(
-        p.decide(&queue, Instant::now()),
+        p.decide(positions(&queue), Instant::now()),
         Decision::WaitUntil(_)
     ));
 }
@@ -113,7 +127,7 @@ async fn the_largest_exact_preferred_size_runs_at_once() {
 async fn only_compatible_requests_join_the_oldest() {
     let queue = vec![waiting(1, 7), waiting(1, 9), waiting(1, 7), waiting(1, 9)];
     assert_eq!(
-        policy(8, &[], 0).decide(&queue, Instant::now()),
+        policy(8, &[], 0).decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0, 2])
     );
 }
@@ -124,7 +138,7 @@ async fn a_request_that_does_not_fit_stops_the_batch_fifo() {
     // it is not pulled ahead of it.
     let queue = vec![waiting(3, 0), waiting(4, 0), waiting(1, 0)];
     assert_eq!(
-        policy(4, &[], 0).decide(&queue, Instant::now()),
+        policy(4, &[], 0).decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0])
     );
 }
@@ -133,7 +147,7 @@ async fn a_request_that_does_not_fit_stops_the_batch_fifo() {
 async fn requests_count_their_rows() {
     let queue = vec![waiting(5, 0), waiting(3, 0)];
     assert_eq!(
-        policy(8, &[], 100).decide(&queue, Instant::now()),
+        policy(8, &[], 100).decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0, 1])
     );
 }

@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::proto::inference::model_infer_request::InferRequestedOutputTensor;
+use oxserve_proto::inference::model_infer_request::InferRequestedOutputTensor;
 
 fn spec(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])]) -> ModelSpec {
     let t = |(name, datatype, dims): &(&str, DataType, &[i64])| TensorSpec {
@@ -549,19 +549,4 @@ fn requested_outputs_keep_their_order_and_must_exist_once() {
         err(&add_sub(), &request),
         InvalidInput::DuplicateOutput { .. }
     ));
-}
-
-#[test]
-fn bytes_elements_counts_without_allocating() {
-    assert_eq!(bytes_elements(&[]), Ok(0));
-    assert_eq!(bytes_elements(&bytes_stream(&[b"", b""])), Ok(2));
-    assert!(bytes_elements(&[0, 0, 0]).is_err());
-}
-
-#[test]
-fn element_count_rejects_negative_and_overflowing_shapes() {
-    assert_eq!(element_count(&[]), Some(1));
-    assert_eq!(element_count(&[2, 3, 0]), Some(0));
-    assert_eq!(element_count(&[-1, 3]), None);
-    assert_eq!(element_count(&[i64::MAX, i64::MAX]), None);
 }

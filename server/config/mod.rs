@@ -1,7 +1,15 @@
 //! Server configuration, layered with figment: built-in defaults < config
 //! file (`--config`, TOML) < `OXSERVE_*` environment variables < command-line
 //! flags. Every key has the same name in all four places (flags spell `_` as
-//! `-`). Values are checked at start; errors name the key.
+//! `-`). Values are checked at start; errors name the key and its source.
+//!
+//! Every setting is declared once, in the table below: its field, doc,
+//! default and flag value name. The `Config` struct, [`SETTINGS`] (from
+//! which `--help` and `docs/configuration.md` are made) and the flags all
+//! come from that one table, so a key cannot be documented wrongly.
+
+mod flags;
+mod reference;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,84 +19,170 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// Every configuration key, as written in the config file.
-pub const KEYS: &[&str] = &[
-    "model_repository",
-    "grpc_address",
-    "max_message_size",
-    "drain_timeout",
-    "onnxruntime_library",
-    "intra_op_threads",
-    "instances",
-    "max_batch_size",
-    "preferred_batch_sizes",
-    "max_queue_delay",
-    "max_queue_size",
-    "strict_readiness",
-    "log_level",
-    "log_format",
-    "metrics",
-    "metrics_address",
-];
+pub use flags::SettingFlags;
+pub use reference::reference;
 
-/// The server's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Directory holding `<model>/<version>/model.onnx`. Default: `/models`.
-    pub model_repository: PathBuf,
-    /// Address the gRPC server listens on. Default: `0.0.0.0:8001`.
-    pub grpc_address: SocketAddr,
-    /// Largest gRPC message accepted or sent, in bytes; a number or a string
-    /// with a unit (`"256MiB"`). Default: `256MiB`.
+/// One configuration key, as documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The key, as written in the config file (snake case).
+    pub key: &'static str,
+    /// What it does (Markdown, several sentences).
+    pub doc: &'static str,
+    /// The default, as a user would write it.
+    pub default: &'static str,
+    /// What the flag takes, e.g. `DIR` or `DURATION`.
+    pub value: &'static str,
+    /// Whether the flag may be repeated (or take a comma-separated list).
+    pub list: bool,
+}
+
+impl Setting {
+    /// The command-line flag, e.g. `--grpc-address`.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+
+    /// The environment variable, e.g. `OXSERVE_GRPC_ADDRESS`.
+    pub fn env(&self) -> String {
+        format!("OXSERVE_{}", self.key.to_uppercase())
+    }
+
+    /// The doc's paragraphs, each on one line.
+    pub fn paragraphs(&self) -> Vec<String> {
+        self.doc
+            .split("\n\n")
+            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+}
+
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        #[setting(value = $value:literal, default = $shown:literal $(, list = $list:literal)?)]
+        $(#[serde($($serde:tt)*)])*
+        $key:ident : $ty:ty = $default:expr;
+    )*) => {
+        /// The server's settings; see [`SETTINGS`] for each key's meaning
+        /// and default.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])+
+                $(#[serde($($serde)*)])*
+                pub $key: $ty,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($key: $default,)* }
+            }
+        }
+
+        /// Every setting, in the order `--help` and the docs list them.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                key: stringify!($key),
+                doc: concat!($($doc, "\n"),+),
+                default: $shown,
+                value: $value,
+                list: false $(|| $list)?,
+            },
+        )*];
+    };
+}
+
+settings! {
+    /// Directory holding the models: `<DIR>/<model>/<version>/model.onnx`,
+    /// with an optional `<DIR>/<model>/config.pbtxt`.
+    #[setting(value = "DIR", default = "/models")]
+    model_repository: PathBuf = PathBuf::from("/models");
+
+    /// Address the gRPC server listens on.
+    #[setting(value = "HOST:PORT", default = "0.0.0.0:8001")]
+    grpc_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8001));
+
+    /// Largest gRPC message accepted or sent, in bytes or with a unit
+    /// (`256MiB`, `1GB`).
+    #[setting(value = "SIZE", default = "256MiB")]
     #[serde(with = "byte_size")]
-    pub max_message_size: usize,
-    /// After SIGTERM/SIGINT, how long in-flight requests may take to finish
-    /// before the server exits anyway (`"30s"`, `"500ms"`). Default: `30s`.
+    max_message_size: usize = 256 * 1024 * 1024;
+
+    /// After SIGTERM or SIGINT, how long in-flight requests may take to
+    /// finish before the server exits anyway (`30s`, `500ms`).
+    #[setting(value = "DURATION", default = "30s")]
     #[serde(with = "humantime_serde")]
-    pub drain_timeout: Duration,
-    /// Path of `libonnxruntime.so`. Default: unset, meaning `ORT_DYLIB_PATH`
-    /// if set, else beside the executable or in its `lib/`, else
-    /// `.oxserve/onnxruntime/` of the checkout it was built from (where
-    /// `scripts/setup.sh` puts it).
-    pub onnxruntime_library: Option<PathBuf>,
+    drain_timeout: Duration = Duration::from_secs(30);
+
+    /// Path of `libonnxruntime.so` from the onnxruntime 1.31 wheel.
+    ///
+    /// Unset: `ORT_DYLIB_PATH` if set, else beside the executable or in its
+    /// `lib/`, else `.oxserve/onnxruntime/` of the checkout it was built
+    /// from (where `scripts/setup.sh` puts it).
+    #[setting(value = "FILE", default = "(searched)")]
+    onnxruntime_library: Option<PathBuf> = None;
+
     /// Threads ONNX Runtime uses inside one operator, per model instance;
-    /// 0 lets ONNX Runtime use every core. Default: `1`.
-    pub intra_op_threads: usize,
+    /// 0 lets ONNX Runtime use every core.
+    #[setting(value = "N", default = "1")]
+    intra_op_threads: usize = 1;
+
     /// Model instances (ONNX Runtime sessions, each on its own worker
-    /// thread) for models whose config.pbtxt sets no instance_group.
-    /// Default: `1`.
-    pub instances: usize,
+    /// thread) for models whose config.pbtxt sets no `instance_group`.
+    #[setting(value = "N", default = "1")]
+    instances: usize = 1;
+
     /// Largest batch the scheduler forms for models that can batch (a
     /// variable first dimension on every input and output) and whose
-    /// config.pbtxt sets no max_batch_size; 0 disables batching. Default: `64`.
-    pub max_batch_size: usize,
+    /// config.pbtxt sets no `max_batch_size`; 0 disables batching.
+    #[setting(value = "N", default = "64")]
+    max_batch_size: usize = 64;
+
     /// Batch sizes run as soon as they can be formed, for models without
-    /// their own dynamic_batching settings. Default: `[]`.
-    pub preferred_batch_sizes: Vec<usize>,
-    /// Longest a request waits for others to join its batch (`"500us"`,
-    /// `"2ms"`), for models without their own. Default: `0s` (batches form
-    /// from what queues while the model is busy).
+    /// their own `dynamic_batching` settings (flag: comma-separated or
+    /// repeated; environment: `[8,16]`).
+    #[setting(value = "N,N", default = "[]", list = true)]
+    preferred_batch_sizes: Vec<usize> = Vec::new();
+
+    /// Longest a request waits for others to join its batch (`500us`,
+    /// `2ms`), for models without their own; 0 forms batches from what
+    /// queues while the model is busy.
+    #[setting(value = "DURATION", default = "0s")]
     #[serde(with = "humantime_serde")]
-    pub max_queue_delay: Duration,
+    max_queue_delay: Duration = Duration::ZERO;
+
     /// Requests that may wait per model version before new ones are turned
     /// away at once with UNAVAILABLE, for models without their own queue
-    /// policy. Default: `1024`.
-    pub max_queue_size: usize,
+    /// policy.
+    #[setting(value = "N", default = "1024")]
+    max_queue_size: usize = 1024;
+
     /// Whether the server reports ready only when every model in the
-    /// repository loaded (as Triton does). Default: `true`.
-    pub strict_readiness: bool,
-    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a
-    /// `tracing` directive such as `oxserve=debug,ort=warn`). Default: `info`.
-    pub log_level: String,
-    /// `text` (human-readable) or `json` (one object per line, for log
-    /// collectors). Default: `text`.
-    pub log_format: LogFormat,
-    /// Whether to serve Prometheus metrics. Default: `true`.
-    pub metrics: bool,
+    /// repository loaded, as Triton does.
+    #[setting(value = "BOOL", default = "true")]
+    strict_readiness: bool = true;
+
+    /// Log filter: `error`, `warn`, `info`, `debug`, `trace`, or a
+    /// `tracing` directive such as `oxserve=debug,ort=warn`.
+    #[setting(value = "FILTER", default = "info")]
+    log_level: String = "info".to_string();
+
+    /// Log format: `text` (human-readable) or `json` (one object per line,
+    /// for log collectors).
+    #[setting(value = "FORMAT", default = "text")]
+    log_format: LogFormat = LogFormat::Text;
+
+    /// Whether to serve Prometheus metrics.
+    #[setting(value = "BOOL", default = "true")]
+    metrics: bool = true;
+
     /// Address of the Prometheus endpoint (`GET /metrics`).
-    /// Default: `0.0.0.0:8002`.
-    pub metrics_address: SocketAddr,
+    #[setting(value = "HOST:PORT", default = "0.0.0.0:8002")]
+    metrics_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8002));
 }
 
 /// How log lines are written.
@@ -101,32 +195,9 @@ pub enum LogFormat {
     Json,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            model_repository: PathBuf::from("/models"),
-            grpc_address: SocketAddr::from(([0, 0, 0, 0], 8001)),
-            max_message_size: 256 * 1024 * 1024,
-            drain_timeout: Duration::from_secs(30),
-            onnxruntime_library: None,
-            intra_op_threads: 1,
-            instances: 1,
-            max_batch_size: 64,
-            preferred_batch_sizes: Vec::new(),
-            max_queue_delay: Duration::ZERO,
-            max_queue_size: 1024,
-            strict_readiness: true,
-            log_level: "info".to_string(),
-            log_format: LogFormat::Text,
-            metrics: true,
-            metrics_address: SocketAddr::from(([0, 0, 0, 0], 8002)),
-        }
-    }
-}
-
 impl Config {
     /// The defaults that complete each model's configuration.
-    pub fn model_defaults(&self) -> crate::model_config::Defaults {
+    pub(crate) fn model_defaults(&self) -> crate::model_config::Defaults {
         crate::model_config::Defaults {
             max_batch_size: self.max_batch_size,
             preferred_batch_sizes: self.preferred_batch_sizes.clone(),
@@ -223,7 +294,7 @@ impl Config {
         figment
             .merge(Named {
                 name: "OXSERVE_* environment variables",
-                inner: Env::prefixed("OXSERVE_").only(KEYS),
+                inner: Env::prefixed("OXSERVE_").only(&keys()),
             })
             .merge(Named {
                 name: "command-line flags",
@@ -308,6 +379,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Every key, as written in the config file.
+pub fn keys() -> Vec<&'static str> {
+    SETTINGS.iter().map(|s| s.key).collect()
 }
 
 /// Byte sizes as a number of bytes or a string with a binary or decimal

@@ -5,106 +5,55 @@
 //! liveness. Each version loads on its own: one that fails is recorded with
 //! its reason and the others serve.
 
+mod version;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use ort::environment::Environment;
+use oxserve_proto::inference::ModelStatistics;
 
-use std::time::Duration;
+pub(crate) use version::LoadedVersion;
 
-use tokio::time::Instant;
-
-use crate::backend::{Instance, SessionOptions};
+use crate::backend::{BackendError, Instance, SessionOptions};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::model_config::{self, Defaults, LoadPlan, Written};
-use crate::proto::inference::{ModelConfig, ModelStatistics};
-use crate::scheduler::{Scheduler, SubmitError};
+use crate::model_config::{
+    self, CONFIG_FILE, Defaults, LoadPlan, MODEL_FILE, ModelConfigError, Written,
+};
+use crate::scheduler::{Observer, Scheduler};
 use crate::stats::VersionStats;
-use crate::tensor::{DecodedRequest, ModelSpec, Tensor};
 
-/// The file each version directory must hold.
-pub const MODEL_FILE: &str = "model.onnx";
-
-/// A version that is loaded and serving.
-#[derive(Debug)]
-pub struct LoadedVersion {
-    /// Model name.
-    pub model: String,
-    /// Version number.
-    pub version: u64,
-    /// Inputs and outputs, as requests are validated against them.
-    pub spec: Arc<ModelSpec>,
-    /// The completed configuration.
-    pub config: ModelConfig,
-    /// Cumulative statistics.
-    pub stats: Arc<VersionStats>,
-    default_timeout: Option<Duration>,
-    allow_timeout_override: bool,
-    scheduler: Scheduler,
-}
-
-impl LoadedVersion {
-    /// When a request must have been answered: the earliest of the client's
-    /// gRPC deadline and the request's `timeout` parameter (or the model's
-    /// default timeout, which the parameter may only replace when the
-    /// model's queue policy allows it).
-    pub fn deadline(&self, grpc: Option<Instant>, timeout: Option<Duration>) -> Option<Instant> {
-        let timeout = match (timeout, self.default_timeout) {
-            // As in Triton, an override may only shorten the default.
-            (Some(t), Some(default)) if self.allow_timeout_override => Some(t.min(default)),
-            (Some(_), Some(default)) => Some(default),
-            (Some(t), None) => Some(t),
-            (None, default) => default,
-        };
-        let own = timeout.map(|t| Instant::now() + t);
-        match (grpc, own) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Runs a validated request and returns its outputs, or gives up at
-    /// `deadline` (the request is then dropped from the queue, not run).
-    pub async fn infer(
-        &self,
-        request: DecodedRequest,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<Tensor>, Error> {
-        let answer = self.scheduler.submit(request).map_err(|e| match e {
-            SubmitError::QueueFull { capacity } => Error::QueueFull {
-                model: self.model.clone(),
-                version: self.version.to_string(),
-                capacity,
-            },
-            SubmitError::Stopped => self.stopped(),
-        })?;
-        // The worker always answers a job it takes; a dropped sender means it
-        // stopped before getting to this one.
-        let result = match deadline {
-            None => answer.await,
-            Some(deadline) => tokio::time::timeout_at(deadline, answer)
-                .await
-                .map_err(|_| Error::DeadlineExceeded {
-                    model: self.model.clone(),
-                    version: self.version.to_string(),
-                })?,
-        }
-        .map_err(|_| self.stopped())?;
-        result.map_err(|source| Error::Inference {
-            model: self.model.clone(),
-            version: self.version.to_string(),
-            source: Box::new(source),
-        })
-    }
-
-    fn stopped(&self) -> Error {
-        Error::Stopped {
-            model: self.model.clone(),
-            version: self.version.to_string(),
-        }
-    }
+/// Why a model or one of its versions cannot be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// The model directory has no version directories its policy selects.
+    #[error("no version directories (<repository>/{model}/<number>/{MODEL_FILE}) found")]
+    NoVersions {
+        /// Model name.
+        model: String,
+    },
+    /// Its configuration cannot be used.
+    #[error("{model}/{CONFIG_FILE}: {source}")]
+    Config {
+        /// Model name.
+        model: String,
+        /// What is wrong.
+        source: ModelConfigError,
+    },
+    /// The version directory lacks its model file.
+    #[error("{} does not exist", .path.display())]
+    MissingFile {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// ONNX Runtime cannot load the model.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The worker threads could not be started.
+    #[error("cannot start the inference threads: {0}")]
+    Threads(String),
 }
 
 /// Where one version stands.
@@ -112,14 +61,23 @@ impl LoadedVersion {
 enum VersionState {
     Loading,
     Ready(Arc<LoadedVersion>),
-    Failed(String),
+    Failed(LoadError),
+}
+
+impl VersionState {
+    fn ready(&self) -> Option<&Arc<LoadedVersion>> {
+        match self {
+            VersionState::Ready(v) => Some(v),
+            VersionState::Loading | VersionState::Failed(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Model {
     /// Why the model as a whole cannot serve (no version directories, a
     /// config.pbtxt that does not parse, ...).
-    problem: Option<String>,
+    problem: Option<LoadError>,
     /// Its config.pbtxt, if it has one.
     written: Option<Written>,
     /// How to load it (absent when `problem` is set).
@@ -130,7 +88,7 @@ struct Model {
 
 /// How versions are loaded.
 #[derive(Debug, Clone)]
-pub struct LoadOptions {
+pub(crate) struct LoadOptions {
     /// Server-wide defaults for model configurations.
     pub defaults: Defaults,
     /// Where versions report their metrics; `None` when metrics are off.
@@ -141,7 +99,7 @@ pub struct LoadOptions {
 
 /// Every model found under the repository root, and their states.
 #[derive(Debug)]
-pub struct Repository {
+pub(crate) struct Repository {
     root: PathBuf,
     models: RwLock<BTreeMap<String, Model>>,
 }
@@ -149,7 +107,7 @@ pub struct Repository {
 impl Repository {
     /// Scans `root` for models, their config.pbtxt and versions; nothing is
     /// loaded yet.
-    pub fn discover(root: &Path, defaults: &Defaults) -> std::io::Result<Repository> {
+    pub(crate) fn discover(root: &Path, defaults: &Defaults) -> std::io::Result<Repository> {
         let mut models = BTreeMap::new();
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
@@ -172,17 +130,21 @@ impl Repository {
                 }
             }
             found.sort_unstable();
-            let planned = model_config::read(&entry.path()).and_then(|written| {
-                let in_file = |e: String| format!("{name}/{}: {e}", model_config::CONFIG_FILE);
-                let plan = LoadPlan::new(written.as_ref(), defaults).map_err(in_file)?;
-                let versions = plan.select_versions(&found).map_err(in_file)?;
-                Ok((written, plan, versions))
-            });
+            let planned = model_config::read(&entry.path())
+                .and_then(|written| {
+                    let plan = LoadPlan::new(written.as_ref(), defaults)?;
+                    let versions = plan.select_versions(&found)?;
+                    Ok((written, plan, versions))
+                })
+                .map_err(|source| LoadError::Config {
+                    model: name.clone(),
+                    source,
+                });
             match planned {
                 Ok((_, _, versions)) if versions.is_empty() => {
-                    model.problem = Some(format!(
-                        "no version directories (<repository>/{name}/<number>/{MODEL_FILE}) found"
-                    ));
+                    model.problem = Some(LoadError::NoVersions {
+                        model: name.clone(),
+                    });
                 }
                 Ok((written, plan, versions)) => {
                     model.written = written;
@@ -211,7 +173,7 @@ impl Repository {
     /// whether the server is ready: always with relaxed readiness, only if
     /// every version loaded with strict readiness. Blocking: run it on a
     /// blocking thread.
-    pub fn load_all(&self, env: &Environment, options: &LoadOptions) -> bool {
+    pub(crate) fn load_all(&self, env: &Environment, options: &LoadOptions) -> bool {
         let pending: Vec<(String, u64)> = self
             .read()
             .iter()
@@ -266,18 +228,23 @@ impl Repository {
         options: &LoadOptions,
         name: &str,
         version: u64,
-    ) -> Result<LoadedVersion, String> {
+    ) -> Result<LoadedVersion, LoadError> {
         let (plan, written) = {
             let models = self.read();
-            let model = models.get(name).ok_or("model vanished")?;
+            let model = models
+                .get(name)
+                .expect("versions are loaded only for models discovered before");
             (
-                model.plan.clone().ok_or("model has no load plan")?,
+                model
+                    .plan
+                    .clone()
+                    .expect("models with versions to load have a plan"),
                 model.written.clone(),
             )
         };
         let path = plan.model_path(&self.root.join(name), version);
         if !path.is_file() {
-            return Err(format!("{} does not exist", path.display()));
+            return Err(LoadError::MissingFile { path });
         }
         let defaults = &options.defaults;
         let mut instances = Vec::with_capacity(plan.instances.len());
@@ -288,14 +255,16 @@ impl Repository {
                 graph_level: plan.graph_level,
                 device: device.clone(),
             };
-            let (instance, used) =
-                Instance::load(env, name, &path, &session).map_err(|e| e.to_string())?;
+            let (instance, used) = Instance::load(env, name, &path, &session)?;
             instances.push(instance);
             devices.push(used);
         }
         let onnx = Arc::clone(instances[0].spec());
         let resolved = model_config::complete(name, written.as_ref(), &onnx, &devices, defaults)
-            .map_err(|e| format!("{}/{}: {e}", name, model_config::CONFIG_FILE))?;
+            .map_err(|source| LoadError::Config {
+                model: name.to_string(),
+                source,
+            })?;
         for instance in &mut instances {
             if let Err(e) = instance.warm_up() {
                 // Zeros are not valid input for every model; the first real
@@ -309,14 +278,15 @@ impl Repository {
             .map(|m| m.version(name, version))
             .unwrap_or_default();
         let stats = Arc::new(VersionStats::new(metrics));
+        let observer: Arc<dyn Observer> = stats.clone();
         let scheduler = Scheduler::start(
             &format!("oxserve-{name}-{version}"),
             instances,
             resolved.policy.clone(),
             resolved.max_queue_size,
-            Arc::clone(&stats),
+            observer,
         )
-        .map_err(|e| format!("cannot start the inference threads: {e}"))?;
+        .map_err(|e| LoadError::Threads(e.to_string()))?;
         Ok(LoadedVersion {
             model: name.to_string(),
             version,
@@ -331,7 +301,7 @@ impl Repository {
 
     /// The loaded version that answers for `model` and `version` (empty =
     /// the highest ready version).
-    pub fn get(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>, Error> {
+    pub(crate) fn get(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>, Error> {
         let models = self.read();
         let entry = models.get(model).ok_or_else(|| Error::ModelNotFound {
             model: model.to_string(),
@@ -343,16 +313,13 @@ impl Repository {
         };
         if version.is_empty() {
             if let Some(problem) = &entry.problem {
-                return Err(unavailable(None, problem.clone()));
+                return Err(unavailable(None, problem.to_string()));
             }
             return entry
                 .versions
                 .values()
                 .rev()
-                .find_map(|s| match s {
-                    VersionState::Ready(v) => Some(Arc::clone(v)),
-                    _ => None,
-                })
+                .find_map(|s| s.ready().map(Arc::clone))
                 .ok_or_else(|| unavailable(None, describe_states(&entry.versions)));
         }
         let state = version
@@ -380,7 +347,7 @@ impl Repository {
     }
 
     /// Versions of `model` that are ready, lowest first.
-    pub fn ready_versions(&self, model: &str) -> Vec<u64> {
+    pub(crate) fn ready_versions(&self, model: &str) -> Vec<u64> {
         self.read().get(model).map_or_else(Vec::new, |m| {
             m.versions
                 .iter()
@@ -392,7 +359,11 @@ impl Repository {
 
     /// Statistics of `model` (all models if empty) and `version` (all
     /// loaded versions if empty).
-    pub fn statistics(&self, model: &str, version: &str) -> Result<Vec<ModelStatistics>, Error> {
+    pub(crate) fn statistics(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Vec<ModelStatistics>, Error> {
         if !model.is_empty() && !version.is_empty() {
             let loaded = self.get(model, version)?;
             return Ok(vec![loaded.stats.to_proto(&loaded.model, loaded.version)]);
@@ -407,16 +378,14 @@ impl Repository {
             .iter()
             .filter(|(name, _)| model.is_empty() || name.as_str() == model)
             .flat_map(|(_, m)| m.versions.values())
-            .filter_map(|s| match s {
-                VersionState::Ready(v) => Some(v.stats.to_proto(&v.model, v.version)),
-                _ => None,
-            })
+            .filter_map(VersionState::ready)
+            .map(|v| v.stats.to_proto(&v.model, v.version))
             .collect())
     }
 
     /// Drops every loaded version, ending their worker threads once the
     /// requests holding them finish.
-    pub fn unload_all(&self) {
+    pub(crate) fn unload_all(&self) {
         for model in self.write().values_mut() {
             model.versions.clear();
         }

@@ -1,0 +1,165 @@
+//! `inference.GRPCInferenceService`: thin handlers over the inference core
+//! and the repository.
+
+use std::sync::Arc;
+
+use oxserve_proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use oxserve_proto::inference::model_metadata_response::TensorMetadata;
+use oxserve_proto::inference::*;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::arrival::arrival;
+use super::status::to_status;
+use super::stream;
+use crate::health::Health;
+use crate::inference::Inference;
+use crate::model_config::PLATFORM;
+use crate::tensor::TensorSpec;
+
+/// Protocol extensions served, by their Triton names.
+pub(crate) const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
+
+/// The inference service.
+#[derive(Debug, Clone)]
+pub(crate) struct InferenceService {
+    core: Inference,
+    health: Arc<Health>,
+}
+
+impl InferenceService {
+    /// A service answering through `core`.
+    pub(crate) fn new(core: Inference, health: Arc<Health>) -> Self {
+        InferenceService { core, health }
+    }
+}
+
+fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata> {
+    specs
+        .iter()
+        .map(|t| TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.as_str().to_string(),
+            shape: t.dims.clone(),
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        // Answering at all is being live.
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        let ready = self.health.is_ready();
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = request.into_inner();
+        let ready = self.core.repository().get(&r.name, &r.version).is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "oxserve".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            // Triton's names for the extensions served; clients (and
+            // perf_analyzer) check this list before calling them.
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let repository = self.core.repository();
+        let loaded = repository
+            .get(&r.name, &r.version)
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(ModelMetadataResponse {
+            name: loaded.model.clone(),
+            versions: repository
+                .ready_versions(&loaded.model)
+                .iter()
+                .map(u64::to_string)
+                .collect(),
+            platform: PLATFORM.to_string(),
+            inputs: tensor_metadata(&loaded.spec.inputs),
+            outputs: tensor_metadata(&loaded.spec.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let arrival = arrival(&request);
+        let request = request.into_inner();
+        let id = request.id.clone();
+        self.core
+            .infer(request, arrival)
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(e, &id))
+    }
+
+    type ModelStreamInferStream = ReceiverStream<Result<ModelStreamInferResponse, Status>>;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let deadline = arrival(&request).deadline;
+        Ok(Response::new(stream::serve(
+            self.core.clone(),
+            request.into_inner(),
+            deadline,
+        )))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = request.into_inner();
+        let loaded = self
+            .core
+            .repository()
+            .get(&r.name, &r.version)
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(loaded.config.clone()),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let model_stats = self
+            .core
+            .repository()
+            .statistics(&r.name, &r.version)
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+}

@@ -1,0 +1,66 @@
+//! The seam between the scheduler and whatever runs its batches: the
+//! [`Executor`] a worker thread drives, and the [`Observer`] it reports to.
+//!
+//! The scheduler knows nothing of ONNX Runtime or of statistics; the
+//! backend implements [`Executor`] and the statistics implement
+//! [`Observer`], so the queue's plumbing is tested with fakes of both.
+
+use std::time::Duration;
+
+/// Runs batches of jobs on a worker thread it is moved to.
+pub trait Executor: Send + 'static {
+    /// What one request asks for.
+    type Job: Send + 'static;
+    /// What one request gets back.
+    type Output: Send + 'static;
+
+    /// Runs `jobs` as one execution and returns one output per job, in
+    /// order. Blocking: it runs on a thread of the scheduler's own.
+    fn execute(&mut self, jobs: &[&Self::Job]) -> Result<Executed<Self::Output>, ExecError>;
+}
+
+/// The outcome of one execution.
+#[derive(Debug)]
+pub struct Executed<O> {
+    /// One output per job, in the order of the jobs.
+    pub outputs: Vec<O>,
+    /// Time spent in each stage.
+    pub times: ComputeTimes,
+}
+
+/// Time spent in the three compute stages of one execution, as Triton's
+/// statistics split it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ComputeTimes {
+    /// Building the model's inputs (the copy into the batch).
+    pub input: Duration,
+    /// Running the model.
+    pub infer: Duration,
+    /// Splitting and copying outputs into responses.
+    pub output: Duration,
+}
+
+/// Why an execution failed; every job of the batch gets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(pub String);
+
+/// What a scheduler reports as it works. Calls are made with no lock held.
+pub trait Observer: Send + Sync + 'static {
+    /// Requests now waiting in the queue.
+    fn pending(&self, waiting: usize);
+    /// A request leaves the queue for execution after waiting `waited`.
+    fn dequeued(&self, waited: Duration);
+    /// One execution of `requests` requests carrying `rows` rows succeeded.
+    fn executed(&self, requests: usize, rows: usize, times: ComputeTimes);
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn pending(&self, _: usize) {}
+    fn dequeued(&self, _: Duration) {}
+    fn executed(&self, _: usize, _: usize, _: ComputeTimes) {}
+}

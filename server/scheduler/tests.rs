@@ -1,0 +1,274 @@
+//! The scheduler's plumbing on a fake executor: no ONNX Runtime, no clocks
+//! standing in for synchronisation. The fake announces each execution and
+//! waits for the test's permission to finish it, so the test decides what
+//! is queued while a batch runs.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+
+/// A job: its name, and whether executing it panics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Job(&'static str);
+
+/// Runs batches by echoing job names; reports each batch before running it
+/// and then waits for a permit.
+struct Fake {
+    started: Sender<Vec<&'static str>>,
+    permits: Receiver<()>,
+    dropped: Arc<Mutex<bool>>,
+}
+
+impl Executor for Fake {
+    type Job = Job;
+    type Output = String;
+
+    fn execute(&mut self, jobs: &[&Job]) -> Result<Executed<String>, ExecError> {
+        let names: Vec<&'static str> = jobs.iter().map(|j| j.0).collect();
+        let _ = self.started.send(names.clone());
+        let _ = self.permits.recv();
+        if names.contains(&"panic") {
+            panic!("the model blew up");
+        }
+        if names.contains(&"fail") {
+            return Err(ExecError("ONNX Runtime said no".into()));
+        }
+        Ok(Executed {
+            outputs: names.iter().map(|n| n.to_uppercase()).collect(),
+            times: ComputeTimes::default(),
+        })
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        *self.dropped.lock().unwrap() = true;
+    }
+}
+
+/// Everything the scheduler reported.
+#[derive(Default)]
+struct Recorder {
+    pending: Mutex<Vec<usize>>,
+    dequeued: Mutex<usize>,
+    executed: Mutex<Vec<(usize, usize)>>,
+}
+
+impl Observer for Recorder {
+    fn pending(&self, waiting: usize) {
+        self.pending.lock().unwrap().push(waiting);
+    }
+    fn dequeued(&self, _: Duration) {
+        *self.dequeued.lock().unwrap() += 1;
+    }
+    fn executed(&self, requests: usize, rows: usize, _: ComputeTimes) {
+        self.executed.lock().unwrap().push((requests, rows));
+    }
+}
+
+struct Harness {
+    scheduler: Option<Scheduler<Job, String>>,
+    started: Receiver<Vec<&'static str>>,
+    permits: Sender<()>,
+    recorder: Arc<Recorder>,
+    dropped: Arc<Mutex<bool>>,
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+impl Harness {
+    fn new(max_batch_size: usize, capacity: usize) -> Harness {
+        let (started_tx, started) = channel();
+        let (permits, permits_rx) = channel();
+        let dropped = Arc::new(Mutex::new(false));
+        let recorder = Arc::new(Recorder::default());
+        let policy = BatchPolicy {
+            max_batch_size,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_delay: Duration::ZERO,
+        };
+        let fake = Fake {
+            started: started_tx,
+            permits: permits_rx,
+            dropped: Arc::clone(&dropped),
+        };
+        let observer: Arc<dyn Observer> = recorder.clone();
+        let scheduler = Scheduler::start("test", vec![fake], policy, capacity, observer).unwrap();
+        Harness {
+            scheduler: Some(scheduler),
+            started,
+            permits,
+            recorder,
+            dropped,
+        }
+    }
+
+    fn submit(&self, name: &'static str) -> Result<Ticket<Job, String>, SchedulerError> {
+        self.submit_keyed(name, 0)
+    }
+
+    fn submit_keyed(
+        &self,
+        name: &'static str,
+        key: u64,
+    ) -> Result<Ticket<Job, String>, SchedulerError> {
+        self.scheduler
+            .as_ref()
+            .expect("not closed")
+            .submit(Job(name), 1, Box::new([key]))
+    }
+
+    /// The next batch the worker started.
+    fn next_started(&self) -> Vec<&'static str> {
+        self.started
+            .recv_timeout(WAIT)
+            .expect("the worker starts a batch")
+    }
+
+    /// Lets the running batch finish.
+    fn finish_one(&self) {
+        self.permits.send(()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once_and_abandoned_requests_free_their_place() {
+    let h = Harness::new(1, 2);
+    let busy = h.submit("busy").unwrap();
+    assert_eq!(h.next_started(), ["busy"]);
+    // The worker is held inside "busy": two more fill the queue.
+    let a = h.submit("a").unwrap();
+    let b = h.submit("b").unwrap();
+    assert_eq!(
+        h.submit("c").err(),
+        Some(SchedulerError::QueueFull { capacity: 2 })
+    );
+    // A caller that gives up no longer counts against the capacity.
+    drop(a);
+    let c = h.submit("c").unwrap();
+    for _ in 0..3 {
+        h.finish_one();
+    }
+    assert_eq!(busy.await.unwrap(), "BUSY");
+    assert_eq!(b.await.unwrap(), "B");
+    assert_eq!(c.await.unwrap(), "C");
+    // "a" never ran: three executions of one request each.
+    assert_eq!(h.next_started(), ["b"]);
+    assert_eq!(h.next_started(), ["c"]);
+    assert_eq!(*h.recorder.executed.lock().unwrap(), [(1, 1); 3]);
+    assert_eq!(*h.recorder.dequeued.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn closing_runs_what_is_queued_then_drops_the_executor() {
+    let mut h = Harness::new(8, 16);
+    let first = h.submit("first").unwrap();
+    assert_eq!(h.next_started(), ["first"]);
+    let queued: Vec<_> = ["x", "y", "z"]
+        .into_iter()
+        .map(|n| h.submit(n).unwrap())
+        .collect();
+    // Close while three requests wait and one runs.
+    h.scheduler = None;
+    h.finish_one();
+    h.finish_one();
+    assert_eq!(first.await.unwrap(), "FIRST");
+    let mut answers = Vec::new();
+    for ticket in queued {
+        answers.push(ticket.await.unwrap());
+    }
+    assert_eq!(answers, ["X", "Y", "Z"]);
+    assert_eq!(h.next_started(), ["x", "y", "z"], "one batch of three");
+    // The worker ends once the queue is empty and drops its executor.
+    assert!(
+        h.started.recv_timeout(WAIT).is_err(),
+        "no further executions after close"
+    );
+    assert!(*h.dropped.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_panicking_execution_fails_its_batch_and_the_worker_goes_on() {
+    let h = Harness::new(1, 8);
+    let boom = h.submit("panic").unwrap();
+    assert_eq!(h.next_started(), ["panic"]);
+    h.finish_one();
+    assert_eq!(
+        boom.await.err(),
+        Some(SchedulerError::Failed(ExecError(
+            "the inference thread panicked".into()
+        )))
+    );
+    let after = h.submit("after").unwrap();
+    assert_eq!(h.next_started(), ["after"]);
+    h.finish_one();
+    assert_eq!(after.await.unwrap(), "AFTER");
+    // The failed execution is not counted as executed.
+    assert_eq!(*h.recorder.executed.lock().unwrap(), [(1, 1)]);
+}
+
+#[tokio::test]
+async fn a_failed_execution_answers_every_request_of_its_batch() {
+    let h = Harness::new(4, 8);
+    let busy = h.submit("busy").unwrap();
+    assert_eq!(h.next_started(), ["busy"]);
+    let ok = h.submit("ok").unwrap();
+    let fail = h.submit("fail").unwrap();
+    h.finish_one();
+    assert_eq!(busy.await.unwrap(), "BUSY");
+    assert_eq!(h.next_started(), ["ok", "fail"]);
+    h.finish_one();
+    let expected = Some(SchedulerError::Failed(ExecError(
+        "ONNX Runtime said no".into(),
+    )));
+    assert_eq!(ok.await.err(), expected);
+    assert_eq!(fail.await.err(), expected);
+}
+
+#[tokio::test]
+async fn abandoned_requests_are_skipped_not_run() {
+    let h = Harness::new(8, 8);
+    let busy = h.submit("busy").unwrap();
+    assert_eq!(h.next_started(), ["busy"]);
+    let a = h.submit("a").unwrap();
+    let gone = h.submit("gone").unwrap();
+    let b = h.submit("b").unwrap();
+    drop(gone);
+    assert_eq!(h.recorder.pending.lock().unwrap().last(), Some(&2));
+    h.finish_one();
+    h.finish_one();
+    assert_eq!(busy.await.unwrap(), "BUSY");
+    assert_eq!(h.next_started(), ["a", "b"]);
+    assert_eq!(a.await.unwrap(), "A");
+    assert_eq!(b.await.unwrap(), "B");
+}
+
+#[tokio::test]
+async fn batches_form_as_the_policy_says() {
+    let h = Harness::new(4, 64);
+    let busy = h.submit("busy").unwrap();
+    assert_eq!(h.next_started(), ["busy"]);
+    // Six of one shape and one of another arrive while the model is busy.
+    let names = ["r1", "r2", "r3", "other", "r4", "r5", "r6"];
+    let tickets: Vec<_> = names
+        .iter()
+        .map(|&n| h.submit_keyed(n, u64::from(n == "other")).unwrap())
+        .collect();
+    for _ in 0..4 {
+        h.finish_one();
+    }
+    assert_eq!(busy.await.unwrap(), "BUSY");
+    // Led by the oldest; same shape only; at most four rows.
+    assert_eq!(h.next_started(), ["r1", "r2", "r3", "r4"]);
+    assert_eq!(h.next_started(), ["other"]);
+    assert_eq!(h.next_started(), ["r5", "r6"]);
+    for (ticket, name) in tickets.into_iter().zip(names) {
+        assert_eq!(ticket.await.unwrap(), name.to_uppercase());
+    }
+    assert_eq!(
+        *h.recorder.executed.lock().unwrap(),
+        [(1, 1), (4, 4), (1, 1), (2, 2)]
+    );
+}
