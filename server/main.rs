@@ -77,8 +77,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     let logs = tracing_subscriber::fmt().with_env_filter(config.log_filter());
     match config.log_format {
         LogFormat::Json => logs.json().with_current_span(true).init(),
-        // Colour only for people: log collectors get plain text.
-        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        // Colour only for people (https://no-color.org): log collectors
+        // get plain text.
+        LogFormat::Text => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            logs.with_ansi(colour).init()
+        }
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -40,6 +40,11 @@ impl Drop for Server {
 
 /// Starts the binary on tests/models and connects once it listens.
 async fn serve(extra: &[&str]) -> (Server, Client) {
+    serve_with_env(extra, &[]).await
+}
+
+/// [`serve`] with environment variables set for the server.
+async fn serve_with_env(extra: &[&str], envs: &[(&str, &str)]) -> (Server, Client) {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(BIN)
         .args(["serve", "--model-repository"])
@@ -47,23 +52,16 @@ async fn serve(extra: &[&str]) -> (Server, Client) {
         .args(["--grpc-address", &addr, "--strict-readiness", "false"])
         .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
         .args(extra)
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let server = Server { child, addr };
-    // The process needs a moment to bind; retry the connection until then.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        match Client::connect(format!("http://{}", server.addr)).await {
-            Ok(client) => break client,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("server never listened: {e}"),
-        }
-    };
+    // The process needs a moment to bind: a lazy client waits for it.
+    let client = Client::builder(format!("http://{}", server.addr))
+        .connect_lazy()
+        .unwrap();
     wait_serving(&client).await;
     (server, client)
 }
@@ -133,6 +131,40 @@ async fn health_command_exit_codes_follow_the_status() {
     );
     let out = health(&format!("127.0.0.1:{}", free_port()), "");
     assert_eq!(out.status.code(), Some(1), "nothing listens there");
+}
+
+#[tokio::test]
+async fn health_follows_the_servers_own_address_settings() {
+    // Defaults given as environment variables, as scripts/serve-examples.sh
+    // gives them, are overridden by flags: the server listens where the
+    // flag says, not on the variable's unusable port.
+    let (server, _client) = serve_with_env(&[], &[("OXSERVE_GRPC_ADDRESS", "127.0.0.1:1")]).await;
+    let port = server.addr.rsplit(':').next().unwrap();
+    let check = |envs: &[(&str, String)], args: &[&str]| {
+        Command::new(BIN)
+            .args(["health", "--timeout", "5s"])
+            .args(args)
+            .env_remove("OXSERVE_GRPC_ADDRESS")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    // From OXSERVE_GRPC_ADDRESS, with the unspecified host asked on loopback.
+    let out = check(&[("OXSERVE_GRPC_ADDRESS", format!("0.0.0.0:{port}"))], &[]);
+    assert!(out.status.success(), "{out:?}");
+    // From the server's config file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("oxserve.toml");
+    std::fs::write(&file, format!("grpc_address = \"127.0.0.1:{port}\"\n")).unwrap();
+    let out = check(&[], &["--config", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // --addr wins over both.
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    let out = check(
+        &[("OXSERVE_GRPC_ADDRESS", format!("127.0.0.1:{port}"))],
+        &["--addr", &elsewhere],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[test]

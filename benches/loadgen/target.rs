@@ -2,7 +2,7 @@
 //! server (in-process or separate) once it is up and its model ready.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oxserve_client::{Client, RetryPolicy};
 
@@ -71,42 +71,30 @@ pub(crate) fn serve_in_process(
     Ok((format!("http://{addr}"), runtime, stop))
 }
 
-/// One connection. A server still starting refuses connections, so this
-/// tries again for up to `--wait`.
+/// One connection, made lazily: a server still starting refuses
+/// connections, which [`wait_ready`] waits out.
 pub(crate) async fn connect(args: &Args, target: &str) -> Result<Client, String> {
-    let deadline = Instant::now() + args.wait;
-    loop {
-        let attempt = Client::builder(target.to_string())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(args.timeout)
-            .retry(RetryPolicy::never())
-            .connect()
-            .await;
-        match attempt {
-            Ok(client) => return Ok(client),
-            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
-            // Polling is fine here: this waits once, before any measurement.
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    Client::builder(target.to_string())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(args.timeout)
+        .retry(RetryPolicy::never())
+        .connect_lazy()
+        .map_err(|e| e.to_string())
 }
 
+/// Waits (up to `--wait`) until the server is ready for inference, then
+/// checks that the model to load is ready.
 pub(crate) async fn wait_ready(args: &Args, client: &Client) -> Result<(), String> {
-    let deadline = Instant::now() + args.wait;
-    loop {
-        if client
-            .model_ready(&args.model, args.version.as_deref())
-            .await
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "model '{}' not ready after {:?}",
-                args.model, args.wait
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    client
+        .wait_until_serving("inference.GRPCInferenceService", args.wait)
+        .await
+        .map_err(|e| e.to_string())?;
+    match client
+        .model_ready(&args.model, args.version.as_deref())
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("model '{}' is not ready", args.model)),
+        Err(e) => Err(format!("model '{}': {e}", args.model)),
     }
 }

@@ -184,6 +184,61 @@ impl Client {
         HealthClient::new(self.raw_channel())
     }
 
+    /// Waits until the server reports `service` SERVING on
+    /// `grpc.health.v1.Health`: `""` for the server itself, or
+    /// `"inference.GRPCInferenceService"` for ready to infer (every model
+    /// loaded). It follows the status with `Watch` rather than polling; a
+    /// server that cannot be reached yet (still starting, restarting) is
+    /// tried again every 50 ms, so a client made with
+    /// [`ClientBuilder::connect_lazy`] may wait for a server that is not
+    /// listening yet.
+    ///
+    /// # Errors
+    /// `DEADLINE_EXCEEDED` if it is not SERVING within `timeout`, with the
+    /// last status or error seen.
+    pub async fn wait_until_serving(&self, service: &str, timeout: Duration) -> Result<()> {
+        let mut last = String::from("no answer");
+        let wait = async {
+            loop {
+                let request = HealthCheckRequest {
+                    service: service.to_owned(),
+                };
+                match self.health_client().watch(request).await {
+                    Ok(response) => {
+                        let mut statuses = response.into_inner();
+                        loop {
+                            match statuses.message().await {
+                                Ok(Some(answer)) => {
+                                    let status = ServingStatus::from_wire(answer.status)?;
+                                    if status.is_serving() {
+                                        return Ok(());
+                                    }
+                                    last = format!("{status:?}");
+                                }
+                                // The stream ended (the server is shutting
+                                // down) or broke: ask again.
+                                Ok(None) => break,
+                                Err(status) => {
+                                    last = status.message().to_owned();
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(status) => last = format!("{:?}: {}", status.code(), status.message()),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Status {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("'{service}' was not SERVING within {timeout:?} (last: {last})"),
+            }),
+        }
+    }
+
     fn raw_channel(&self) -> Channel {
         self.pool.any_channel().unwrap_or_else(|| {
             // Only a DNS pool can be empty, and it always has a fallback;

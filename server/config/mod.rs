@@ -107,13 +107,14 @@ settings! {
     grpc_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8001));
 
     /// Largest gRPC message accepted or sent, in bytes or with a unit
-    /// (`256MiB`, `1GB`).
+    /// (`256MiB`, `1GB`); 4 KiB to 2 GiB.
     #[setting(value = "SIZE", default = "256MiB")]
     #[serde(with = "byte_size")]
     max_message_size: usize = 256 * 1024 * 1024;
 
     /// After SIGTERM or SIGINT, how long in-flight requests may take to
-    /// finish before the server exits anyway (`30s`, `500ms`).
+    /// finish before the server exits anyway (`30s`, `500ms`); at most an
+    /// hour.
     #[setting(value = "DURATION", default = "30s")]
     #[serde(with = "humantime_serde")]
     drain_timeout: Duration = Duration::from_secs(30);
@@ -127,37 +128,39 @@ settings! {
     onnxruntime_library: Option<PathBuf> = None;
 
     /// Threads ONNX Runtime uses inside one operator, per model instance;
-    /// 0 lets ONNX Runtime use every core.
+    /// 0 lets ONNX Runtime use every core; at most 1024.
     #[setting(value = "N", default = "1")]
     intra_op_threads: usize = 1;
 
     /// Model instances (ONNX Runtime sessions, each on its own worker
-    /// thread) for models whose config.pbtxt sets no `instance_group`.
+    /// thread) for models whose config.pbtxt sets no `instance_group`;
+    /// 1 to 64.
     #[setting(value = "N", default = "1")]
     instances: usize = 1;
 
     /// Largest batch the scheduler forms for models that can batch (a
     /// variable first dimension on every input and output) and whose
-    /// config.pbtxt sets no `max_batch_size`; 0 disables batching.
+    /// config.pbtxt sets no `max_batch_size`; 0 disables batching; at most
+    /// 1048576.
     #[setting(value = "N", default = "64")]
     max_batch_size: usize = 64;
 
     /// Batch sizes run as soon as they can be formed, for models without
-    /// their own `dynamic_batching` settings (flag: comma-separated or
-    /// repeated; environment: `[8,16]`).
+    /// their own `dynamic_batching` settings; each 1 to `max_batch_size`
+    /// (flag: comma-separated or repeated; environment: `[8,16]`).
     #[setting(value = "N,N", default = "[]", list = true)]
     preferred_batch_sizes: Vec<usize> = Vec::new();
 
     /// Longest a request waits for others to join its batch (`500us`,
     /// `2ms`), for models without their own; 0 forms batches from what
-    /// queues while the model is busy.
+    /// queues while the model is busy; at most 10 seconds.
     #[setting(value = "DURATION", default = "0s")]
     #[serde(with = "humantime_serde")]
     max_queue_delay: Duration = Duration::ZERO;
 
     /// Requests that may wait per model version before new ones are turned
     /// away at once with UNAVAILABLE, for models without their own queue
-    /// policy.
+    /// policy; 1 to 1000000.
     #[setting(value = "N", default = "1024")]
     max_queue_size: usize = 1024;
 

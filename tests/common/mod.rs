@@ -22,7 +22,6 @@ use oxserve::{Config, ServeError};
 use oxserve_client::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 
 /// The service name readiness is reported under.
 pub(crate) const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
@@ -96,30 +95,14 @@ pub(crate) async fn spawn(config: Config) -> TestServer {
     }
 }
 
-/// Follows the inference service's health with `Watch` (no polling) until
-/// it says SERVING; panics after 60 s.
+/// Waits until the server is ready for inference (the one helper every
+/// test uses: the SDK's own, following health with `Watch`); panics after
+/// 60 s.
 pub(crate) async fn wait_serving(client: &Client) {
-    let watch = async {
-        let mut stream = client
-            .health_client()
-            .watch(tonic_health::pb::HealthCheckRequest {
-                service: INFERENCE_SERVICE.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(status) = stream.next().await {
-            if status.unwrap().status()
-                == tonic_health::pb::health_check_response::ServingStatus::Serving
-            {
-                return;
-            }
-        }
-        panic!("health stream ended before SERVING");
-    };
-    tokio::time::timeout(Duration::from_secs(60), watch)
+    client
+        .wait_until_serving(INFERENCE_SERVICE, Duration::from_secs(60))
         .await
-        .expect("server did not become SERVING within 60 s");
+        .expect("the server becomes SERVING");
 }
 
 impl TestServer {

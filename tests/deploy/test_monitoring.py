@@ -235,7 +235,7 @@ def test_the_scrape_has_what_the_checks_rely_on(exported):
         assert name in exported.types or family in exported.types, f"{name} has no # TYPE"
     oxserve = {f for f in exported.types if f.startswith("oxserve_")}
     source = (ROOT / "server" / "metrics.rs").read_text()
-    declared = set(re.findall(r'pub const \w+: &str = "(oxserve_\w+)";', source))
+    declared = set(re.findall(r'pub(?:\(crate\))? const \w+: &str = "(oxserve_\w+)";', source))
     assert declared and oxserve == declared, (
         f"server/metrics.rs declares {sorted(declared)}, /metrics shows {sorted(oxserve)}"
     )
