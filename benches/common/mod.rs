@@ -6,6 +6,8 @@
     reason = "each bench binary uses a different part of this module"
 )]
 
+use oxserve_proto::{BytesWriter, DataType};
+
 /// A small, fast, seedable generator (xorshift64*): benchmark inputs need
 /// to be varied, not cryptographic, and this keeps `rand` out of the tree.
 #[derive(Debug, Clone)]
@@ -46,35 +48,39 @@ impl Rng {
 /// which keeps token-id inputs (such as magika's byte values) in range;
 /// floats from `[0, 1)`; BYTES are 8 to 24 lowercase letters and spaces.
 pub(crate) fn random_raw(datatype: &str, elements: usize, rng: &mut Rng) -> Option<Vec<u8>> {
-    let size = match datatype {
-        "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
-        "UINT32" | "INT32" | "FP32" => 4,
-        "UINT64" | "INT64" | "FP64" => 8,
-        "BYTES" => 0,
-        _ => return None,
-    };
+    let datatype = DataType::parse(datatype)?;
+    let size = datatype.element_size().unwrap_or(0);
     let mut out = Vec::with_capacity(elements * size.max(20));
     for _ in 0..elements {
         match datatype {
-            "BOOL" => out.push((rng.next_u64() & 1) as u8),
-            "FP32" => out.extend_from_slice(&(rng.next_f64() as f32).to_le_bytes()),
-            "FP64" => out.extend_from_slice(&rng.next_f64().to_le_bytes()),
-            "FP16" => {
+            DataType::Bool => out.push((rng.next_u64() & 1) as u8),
+            DataType::Fp32 => out.extend_from_slice(&(rng.next_f64() as f32).to_le_bytes()),
+            DataType::Fp64 => out.extend_from_slice(&rng.next_f64().to_le_bytes()),
+            DataType::Fp16 => {
                 out.extend_from_slice(&half::f16::from_f64(rng.next_f64()).to_bits().to_le_bytes())
             }
-            "BF16" => {
+            DataType::Bf16 => {
                 out.extend_from_slice(&half::bf16::from_f64(rng.next_f64()).to_bits().to_le_bytes())
             }
-            "BYTES" => {
+            DataType::Bytes => {
                 let len = 8 + rng.below(17) as usize;
-                out.extend_from_slice(&(len as u32).to_le_bytes());
-                for _ in 0..len {
-                    let c = rng.below(27) as u8;
-                    out.push(if c == 26 { b' ' } else { b'a' + c });
-                }
+                let text: Vec<u8> = (0..len)
+                    .map(|_| match rng.below(27) as u8 {
+                        26 => b' ',
+                        c => b'a' + c,
+                    })
+                    .collect();
+                let element = BytesWriter::encode(&[text]).expect("a short element");
+                out.extend_from_slice(&element);
             }
-            _ => {
+            DataType::Uint8
+            | DataType::Uint16
+            | DataType::Uint32
+            | DataType::Uint64
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64 => {
                 // Integers: the value's low byte, then zeros (little-endian).
                 out.push(rng.below(256) as u8);
                 out.extend(std::iter::repeat_n(0u8, size - 1));
