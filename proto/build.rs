@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
         .bytes(".inference.InferTensorContents.bytes_contents")
+        // Model files uploaded with RepositoryModelLoad: large, and kept.
+        .bytes(".inference.ModelRepositoryParameter.bytes_param")
         .compile_fds(fds)?;
     Ok(())
 }

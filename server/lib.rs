@@ -146,7 +146,7 @@ pub async fn run(
     };
 
     let grpc = grpc::service(
-        Inference::new(Arc::clone(&repository)),
+        Inference::new(Arc::clone(&repository), &config.served_by()),
         Arc::clone(&health),
         config.max_message_size,
     )?;
@@ -197,7 +197,7 @@ pub mod internals {
     pub use crate::backend::{Instance, SessionOptions, environment};
     pub use crate::scheduler::{
         BatchPolicy, ComputeTimes, Decision, ExecError, Executed, Executor, Observer, Queue,
-        Queued, Scheduler, SchedulerError, SlotId, Ticket, Unobserved, Waiting,
+        Queued, Scheduler, SchedulerError, Served, SlotId, Ticket, Unobserved, Waiting,
     };
     pub use crate::tensor::{
         DataType, DecodedRequest, ModelSpec, Tensor, TensorSpec, decode_request, encode_outputs,

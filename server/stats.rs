@@ -177,6 +177,9 @@ impl VersionStats {
                 compute_input: Some(self.compute_input.to_proto()),
                 compute_infer: Some(self.compute_infer.to_proto()),
                 compute_output: Some(self.compute_output.to_proto()),
+                // No response cache yet: nothing is ever looked up.
+                cache_hit: Some(StatisticDuration::default()),
+                cache_miss: Some(StatisticDuration::default()),
             }),
             batch_stats: batches
                 .iter()

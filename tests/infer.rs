@@ -426,3 +426,34 @@ async fn messages_above_tonics_4_mib_default_are_accepted() {
     assert_eq!(r.output("OUTPUT0").unwrap().as_f32().unwrap(), data);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn every_response_says_where_its_time_went_and_who_served_it() {
+    let mut cfg = config(&test_models());
+    cfg.served_by = Some("replica-7".into());
+    cfg.max_batch_size = 4;
+    // A full batch runs at once; nothing waits on the clock.
+    cfg.max_queue_delay = std::time::Duration::from_secs(10);
+    let server = start(cfg).await;
+    let r = server
+        .client
+        .infer("identity_fp32")
+        .input("INPUT0", [4, 4], &[1.0f32; 16])
+        .send()
+        .await
+        .unwrap();
+    let p = r.parameters();
+    let int = |key: &str| match p.get(key).and_then(|v| v.parameter_choice.clone()) {
+        Some(pb::ParameterChoice::Int64Param(v)) => v,
+        other => panic!("{key}: {other:?}"),
+    };
+    assert_eq!(int("batch_size"), 4);
+    assert_eq!(int("instance"), 0);
+    assert!(int("queue_ns") >= 0);
+    assert!(int("compute_ns") > 0, "the model ran");
+    assert_eq!(
+        p.get("served_by").and_then(|v| v.parameter_choice.clone()),
+        Some(pb::ParameterChoice::StringParam("replica-7".into()))
+    );
+    server.stop().await.unwrap();
+}

@@ -186,6 +186,14 @@ settings! {
     /// Address of the Prometheus endpoint (`GET /metrics`).
     #[setting(value = "HOST:PORT", default = "0.0.0.0:8002")]
     metrics_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8002));
+
+    /// The name this server gives itself in every inference response's
+    /// `served_by` parameter, so clients see which replica answered.
+    ///
+    /// Unset: the `POD_NAME` environment variable if set (the Kubernetes
+    /// downward API), else the host name (a pod's host name is its name).
+    #[setting(value = "NAME", default = "(pod or host name)")]
+    served_by: Option<String> = None;
 }
 
 /// How log lines are written.
@@ -209,6 +217,24 @@ impl Config {
             instances: self.instances,
             intra_op_threads: self.intra_op_threads,
         }
+    }
+
+    /// The name given in `served_by`: the setting, else `POD_NAME`, else the
+    /// host name.
+    pub fn served_by(&self) -> String {
+        if let Some(name) = &self.served_by {
+            return name.clone();
+        }
+        let from_env = |key| std::env::var(key).ok().filter(|v: &String| !v.is_empty());
+        from_env("POD_NAME")
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .or_else(|| from_env("HOSTNAME"))
+            .unwrap_or_else(|| "oxserve".to_string())
     }
 
     /// The tracing filter for `log_level`. ONNX Runtime logs every graph

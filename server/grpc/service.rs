@@ -162,4 +162,101 @@ impl GrpcInferenceService for InferenceService {
             .map_err(|e| to_status(e, ""))?;
         Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
+
+    async fn repository_index(
+        &self,
+        _: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        Err(not_served("RepositoryIndex", "model_repository"))
+    }
+
+    async fn repository_model_load(
+        &self,
+        _: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        Err(not_served("RepositoryModelLoad", "model_repository"))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        Err(not_served("RepositoryModelUnload", "model_repository"))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        Err(not_served(
+            "SystemSharedMemoryStatus",
+            "system_shared_memory",
+        ))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        Err(not_served(
+            "SystemSharedMemoryRegister",
+            "system_shared_memory",
+        ))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        Err(not_served(
+            "SystemSharedMemoryUnregister",
+            "system_shared_memory",
+        ))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        Err(not_served("CudaSharedMemoryStatus", "cuda_shared_memory"))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        Err(not_served("CudaSharedMemoryRegister", "cuda_shared_memory"))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        Err(not_served(
+            "CudaSharedMemoryUnregister",
+            "cuda_shared_memory",
+        ))
+    }
+
+    async fn trace_setting(
+        &self,
+        _: Request<TraceSettingRequest>,
+    ) -> Result<Response<TraceSettingResponse>, Status> {
+        Err(not_served("TraceSetting", "trace"))
+    }
+
+    async fn log_settings(
+        &self,
+        _: Request<LogSettingsRequest>,
+    ) -> Result<Response<LogSettingsResponse>, Status> {
+        Err(not_served("LogSettings", "logging"))
+    }
+}
+
+/// The answer to an RPC of an extension this server does not offer (it is
+/// not listed in ServerMetadata's extensions).
+fn not_served(rpc: &str, extension: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not served: oxserve does not offer Triton's '{extension}' extension"
+    ))
 }

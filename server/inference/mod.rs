@@ -10,12 +10,15 @@ mod deadline;
 
 use std::sync::Arc;
 
-use oxserve_proto::inference::{ModelInferRequest, ModelInferResponse};
+use std::collections::HashMap;
+
+use oxserve_proto::inference::{InferParameter, ModelInferRequest, ModelInferResponse};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
 use crate::repository::{LoadedVersion, Repository};
+use crate::scheduler::Served;
 use crate::tensor::{decode_request, encode_outputs};
 
 pub(crate) use deadline::timeout_parameter;
@@ -44,12 +47,17 @@ impl Arrival {
 #[derive(Debug, Clone)]
 pub(crate) struct Inference {
     repository: Arc<Repository>,
+    served_by: Arc<str>,
 }
 
 impl Inference {
-    /// The core answering from `repository`.
-    pub(crate) fn new(repository: Arc<Repository>) -> Inference {
-        Inference { repository }
+    /// The core answering from `repository`, naming itself `served_by` in
+    /// every response (the pod or host name: which replica answered).
+    pub(crate) fn new(repository: Arc<Repository>, served_by: &str) -> Inference {
+        Inference {
+            repository,
+            served_by: served_by.into(),
+        }
     }
 
     /// The repository the core answers from.
@@ -79,7 +87,7 @@ impl Inference {
                 .get(&request.model_name, &request.model_version)?;
             tracing::Span::current().record("version", loaded.version);
             let record = loaded.stats.begin(arrival.received);
-            let result = run(&loaded, request, arrival).await;
+            let result = run(&loaded, request, arrival, &self.served_by).await;
             match &result {
                 Ok(_) => record.succeeded(),
                 Err(error) => {
@@ -107,6 +115,7 @@ async fn run(
     loaded: &LoadedVersion,
     request: ModelInferRequest,
     arrival: Arrival,
+    served_by: &str,
 ) -> Result<ModelInferResponse, Error> {
     let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
     let deadline = loaded.deadline(arrival.received, arrival.deadline, timeout);
@@ -114,7 +123,7 @@ async fn run(
         let decoded = decode_request(&loaded.spec, &request)?;
         loaded.infer(decoded).await
     };
-    let outputs = match deadline {
+    let served = match deadline {
         None => work.await?,
         // Whatever stage the request is in when the deadline passes, this
         // answers; a request still queued leaves the queue unexecuted.
@@ -125,13 +134,51 @@ async fn run(
                 version: loaded.version.to_string(),
             })??,
     };
-    let (outputs, raw_output_contents) = encode_outputs(outputs);
+    let parameters = timing_parameters(&served, served_by);
+    let (outputs, raw_output_contents) = encode_outputs(served.output);
     Ok(ModelInferResponse {
         model_name: loaded.model.clone(),
         model_version: loaded.version.to_string(),
         id: request.id,
-        parameters: Default::default(),
+        parameters,
         outputs,
         raw_output_contents,
     })
+}
+
+/// Response parameter names, documented in docs/clients.md.
+pub(crate) mod parameters {
+    /// Nanoseconds the request waited in the model's queue.
+    pub(crate) const QUEUE_NS: &str = "queue_ns";
+    /// Nanoseconds of the execution it ran in (input copy, model, output
+    /// copy), shared by every request of that batch.
+    pub(crate) const COMPUTE_NS: &str = "compute_ns";
+    /// Rows in the execution it ran in.
+    pub(crate) const BATCH_SIZE: &str = "batch_size";
+    /// Which instance of the model version ran it (0-based).
+    pub(crate) const INSTANCE: &str = "instance";
+    /// The replica (pod or host) that answered.
+    pub(crate) const SERVED_BY: &str = "served_by";
+}
+
+/// Where a request's time went, and who served it, as response parameters.
+fn timing_parameters<O>(served: &Served<O>, served_by: &str) -> HashMap<String, InferParameter> {
+    let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let times = &served.times;
+    HashMap::from([
+        (parameters::QUEUE_NS.into(), nanos(served.queued).into()),
+        (
+            parameters::COMPUTE_NS.into(),
+            nanos(times.input + times.infer + times.output).into(),
+        ),
+        (
+            parameters::BATCH_SIZE.into(),
+            i64::try_from(served.batch_rows).unwrap_or(i64::MAX).into(),
+        ),
+        (
+            parameters::INSTANCE.into(),
+            i64::try_from(served.instance).unwrap_or(i64::MAX).into(),
+        ),
+        (parameters::SERVED_BY.into(), served_by.into()),
+    ])
 }

@@ -8,7 +8,7 @@ use oxserve_proto::inference::ModelConfig;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::scheduler::{Scheduler, SchedulerError};
+use crate::scheduler::{Scheduler, SchedulerError, Served};
 use crate::stats::VersionStats;
 use crate::tensor::{DecodedRequest, ModelSpec, Tensor, batch_key};
 
@@ -58,7 +58,10 @@ impl LoadedVersion {
     /// Queues a validated request and waits for its outputs. Dropping the
     /// future (the caller gave up, or its deadline passed) takes the
     /// request out of the queue, so it is not run.
-    pub(crate) async fn infer(&self, request: DecodedRequest) -> Result<Vec<Tensor>, Error> {
+    pub(crate) async fn infer(
+        &self,
+        request: DecodedRequest,
+    ) -> Result<Served<Vec<Tensor>>, Error> {
         let rows = request.batch_size.unwrap_or(1);
         let key = batch_key(&request);
         let ticket = self

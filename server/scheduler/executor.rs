@@ -40,6 +40,22 @@ pub struct ComputeTimes {
     pub output: Duration,
 }
 
+/// What one request gets back from its execution: its output, and where
+/// its time went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served<O> {
+    /// The request's output.
+    pub output: O,
+    /// How long it waited in the queue.
+    pub queued: Duration,
+    /// The compute times of the execution it ran in (shared by the batch).
+    pub times: ComputeTimes,
+    /// Rows in that execution (its batch size).
+    pub batch_rows: usize,
+    /// Which of the version's instances (worker threads) ran it.
+    pub instance: usize,
+}
+
 /// Why an execution failed; every job of the batch gets it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

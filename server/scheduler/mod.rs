@@ -23,7 +23,7 @@ use std::thread;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-pub use executor::{ComputeTimes, ExecError, Executed, Executor, Observer, Unobserved};
+pub use executor::{ComputeTimes, ExecError, Executed, Executor, Observer, Served, Unobserved};
 pub use policy::{BatchPolicy, Decision, Waiting};
 pub use queue::{Queue, Queued, SlotId};
 
@@ -44,7 +44,7 @@ pub enum SchedulerError {
     Failed(#[from] ExecError),
 }
 
-type Reply<O> = Result<O, ExecError>;
+type Reply<O> = Result<Served<O>, ExecError>;
 
 /// A queued job with the channel its answer goes back on.
 struct Job<J, O> {
@@ -120,7 +120,7 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
             // already started once their (empty) queue is seen closed.
             thread::Builder::new()
                 .name(format!("{name}-{index}"))
-                .spawn(move || work(&shared, executor))?;
+                .spawn(move || work(&shared, executor, index))?;
         }
         Ok(scheduler)
     }
@@ -179,7 +179,7 @@ pub struct Ticket<J, O> {
 }
 
 impl<J, O> Future for Ticket<J, O> {
-    type Output = Result<O, SchedulerError>;
+    type Output = Result<Served<O>, SchedulerError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let answer = std::task::ready!(Pin::new(&mut self.answer).poll(cx));
@@ -244,19 +244,18 @@ fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<Vec<queue::Queued<Job<J, O>
     }
 }
 
-fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E) {
+fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E, instance: usize) {
     while let Some(batch) = next_batch(shared) {
         let started = Instant::now();
         let mut rows = 0;
         let mut jobs = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for queued in batch {
-            shared
-                .observer
-                .dequeued(started.saturating_duration_since(queued.waiting.enqueued));
+            let waited = started.saturating_duration_since(queued.waiting.enqueued);
+            shared.observer.dequeued(waited);
             rows += queued.waiting.rows;
             jobs.push(queued.job.job);
-            replies.push(queued.job.reply);
+            replies.push((queued.job.reply, waited));
         }
         let refs: Vec<&E::Job> = jobs.iter().collect();
         // A panic inside an execution must cost this batch, not the model:
@@ -277,13 +276,19 @@ fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E) {
         match result {
             Ok(done) => {
                 shared.observer.executed(replies.len(), rows, done.times);
-                for (reply, output) in replies.into_iter().zip(done.outputs) {
+                for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
                     // The caller may have gone meanwhile; nobody is left to tell.
-                    let _ = reply.send(Ok(output));
+                    let _ = reply.send(Ok(Served {
+                        output,
+                        queued,
+                        times: done.times,
+                        batch_rows: rows,
+                        instance,
+                    }));
                 }
             }
             Err(error) => {
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
             }

@@ -151,9 +151,9 @@ async fn a_full_queue_refuses_at_once_and_abandoned_requests_free_their_place() 
     for _ in 0..3 {
         h.finish_one();
     }
-    assert_eq!(busy.await.unwrap(), "BUSY");
-    assert_eq!(b.await.unwrap(), "B");
-    assert_eq!(c.await.unwrap(), "C");
+    assert_eq!(busy.await.unwrap().output, "BUSY");
+    assert_eq!(b.await.unwrap().output, "B");
+    assert_eq!(c.await.unwrap().output, "C");
     // "a" never ran: three executions of one request each.
     assert_eq!(h.next_started(), ["b"]);
     assert_eq!(h.next_started(), ["c"]);
@@ -174,10 +174,10 @@ async fn closing_runs_what_is_queued_then_drops_the_executor() {
     h.scheduler = None;
     h.finish_one();
     h.finish_one();
-    assert_eq!(first.await.unwrap(), "FIRST");
+    assert_eq!(first.await.unwrap().output, "FIRST");
     let mut answers = Vec::new();
     for ticket in queued {
-        answers.push(ticket.await.unwrap());
+        answers.push(ticket.await.unwrap().output);
     }
     assert_eq!(answers, ["X", "Y", "Z"]);
     assert_eq!(h.next_started(), ["x", "y", "z"], "one batch of three");
@@ -204,7 +204,7 @@ async fn a_panicking_execution_fails_its_batch_and_the_worker_goes_on() {
     let after = h.submit("after").unwrap();
     assert_eq!(h.next_started(), ["after"]);
     h.finish_one();
-    assert_eq!(after.await.unwrap(), "AFTER");
+    assert_eq!(after.await.unwrap().output, "AFTER");
     // The failed execution is not counted as executed.
     assert_eq!(*h.recorder.executed.lock().unwrap(), [(1, 1)]);
 }
@@ -217,7 +217,7 @@ async fn a_failed_execution_answers_every_request_of_its_batch() {
     let ok = h.submit("ok").unwrap();
     let fail = h.submit("fail").unwrap();
     h.finish_one();
-    assert_eq!(busy.await.unwrap(), "BUSY");
+    assert_eq!(busy.await.unwrap().output, "BUSY");
     assert_eq!(h.next_started(), ["ok", "fail"]);
     h.finish_one();
     let expected = Some(SchedulerError::Failed(ExecError(
@@ -239,10 +239,10 @@ async fn abandoned_requests_are_skipped_not_run() {
     assert_eq!(h.recorder.pending.lock().unwrap().last(), Some(&2));
     h.finish_one();
     h.finish_one();
-    assert_eq!(busy.await.unwrap(), "BUSY");
+    assert_eq!(busy.await.unwrap().output, "BUSY");
     assert_eq!(h.next_started(), ["a", "b"]);
-    assert_eq!(a.await.unwrap(), "A");
-    assert_eq!(b.await.unwrap(), "B");
+    assert_eq!(a.await.unwrap().output, "A");
+    assert_eq!(b.await.unwrap().output, "B");
 }
 
 #[tokio::test]
@@ -259,14 +259,20 @@ async fn batches_form_as_the_policy_says() {
     for _ in 0..4 {
         h.finish_one();
     }
-    assert_eq!(busy.await.unwrap(), "BUSY");
+    assert_eq!(busy.await.unwrap().output, "BUSY");
     // Led by the oldest; same shape only; at most four rows.
     assert_eq!(h.next_started(), ["r1", "r2", "r3", "r4"]);
     assert_eq!(h.next_started(), ["other"]);
     assert_eq!(h.next_started(), ["r5", "r6"]);
+    let mut batch_rows = Vec::new();
     for (ticket, name) in tickets.into_iter().zip(names) {
-        assert_eq!(ticket.await.unwrap(), name.to_uppercase());
+        let served = ticket.await.unwrap();
+        assert_eq!(served.output, name.to_uppercase());
+        assert_eq!(served.instance, 0, "the only worker");
+        batch_rows.push(served.batch_rows);
     }
+    // Each request learns the size of the batch it ran in.
+    assert_eq!(batch_rows, [4, 4, 4, 1, 4, 2, 2]);
     assert_eq!(
         *h.recorder.executed.lock().unwrap(),
         [(1, 1), (4, 4), (1, 1), (2, 2)]
