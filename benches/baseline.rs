@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use oxserve::internals::{DecodedRequest, Instance, SessionOptions, Tensor, environment};
+use oxserve::internals::{
+    DecodedRequest, Instance, ModelSource, SessionOptions, Tensor, environment,
+};
 use serde::Serialize;
 
 use common::{Rng, median, random_raw};
@@ -236,8 +238,13 @@ fn run(args: &Args) -> Result<Report, String> {
     };
     let mut instances = (0..args.instances.max(1))
         .map(|_| {
-            let (mut instance, _) =
-                Instance::load(&env, &args.model, &path, &options).map_err(|e| e.to_string())?;
+            let (mut instance, _) = Instance::load(
+                &env,
+                &args.model,
+                &ModelSource::File(path.clone()),
+                &options,
+            )
+            .map_err(|e| e.to_string())?;
             instance.warm_up().map_err(|e| e.to_string())?;
             Ok(instance)
         })

@@ -53,7 +53,25 @@ pub(crate) mod names {
     pub(crate) const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
     /// 1 for the state a version is in, 0 for the others.
     pub(crate) const MODEL_STATE: &str = "oxserve_model_state";
+    /// Model loads (start, request, poll), by model and outcome
+    /// (`nv_model_load_*`).
+    pub(crate) const MODEL_LOADS: &str = "oxserve_model_loads_total";
+    /// Time each model load took, by outcome.
+    pub(crate) const MODEL_LOAD_SECONDS: &str = "oxserve_model_load_seconds";
+    /// Model unloads, by model.
+    pub(crate) const MODEL_UNLOADS: &str = "oxserve_model_unloads_total";
+    /// Inference requests no loaded version could take, by reason
+    /// (unknown_model, unknown_version, not_ready); no model label, so
+    /// unknown names cannot grow the series.
+    pub(crate) const UNROUTABLE: &str = "oxserve_unroutable_requests_total";
 }
+
+/// Why a request found no version, as the `reason` label of
+/// [`names::UNROUTABLE`].
+pub(crate) const UNROUTABLE_REASONS: [&str; 3] = ["unknown_model", "unknown_version", "not_ready"];
+
+/// The states of [`names::MODEL_STATE`].
+const MODEL_STATES: [&str; 4] = ["loading", "ready", "failed", "unloaded"];
 
 /// Every metric: name, kind, unit and help text, described once.
 const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
@@ -133,7 +151,31 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         names::MODEL_STATE,
         Kind::Gauge,
         None,
-        "1 for the model version's current state (loading, ready, failed), 0 otherwise.",
+        "1 for the model version's current state (loading, ready, failed, unloaded), 0 otherwise; version \"\" is the model as a whole.",
+    ),
+    (
+        names::MODEL_LOADS,
+        Kind::Counter,
+        None,
+        "Model loads and reloads, by model and outcome (success, failure).",
+    ),
+    (
+        names::MODEL_LOAD_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time each model load took (every version it loaded), by outcome.",
+    ),
+    (
+        names::MODEL_UNLOADS,
+        Kind::Counter,
+        None,
+        "Model unloads, by model.",
+    ),
+    (
+        names::UNROUTABLE,
+        Kind::Counter,
+        None,
+        "Inference requests no loaded version could take, by reason (unknown_model, unknown_version, not_ready).",
     ),
 ];
 
@@ -204,6 +246,15 @@ impl Metrics {
         }
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
+        // Counters a scrape should show from the start, at zero.
+        for reason in UNROUTABLE_REASONS {
+            recorder
+                .register_counter(
+                    &Self::key(names::UNROUTABLE, vec![Label::new("reason", reason)]),
+                    &METADATA,
+                )
+                .increment(0);
+        }
         let handle = recorder.handle();
         Arc::new(Metrics {
             recorder,
@@ -256,17 +307,25 @@ impl Metrics {
         }
     }
 
-    /// Records that a version entered `state` ("loading", "ready" or
-    /// "failed"), and how long loading took once it is done.
+    /// Records that a version (`None`: the model as a whole) entered
+    /// `state` ("loading", "ready", "failed" or "unloaded"), and how long
+    /// loading took once it is done.
     pub(crate) fn model_state(
         &self,
         model: &str,
-        version: u64,
+        version: Option<u64>,
         state: &str,
         load_seconds: Option<f64>,
     ) {
-        for candidate in ["loading", "ready", "failed"] {
-            let mut labels = Self::labels(model, version);
+        let version = version.map_or_else(String::new, |v| v.to_string());
+        let labels = || {
+            vec![
+                Label::new("model", model.to_string()),
+                Label::new("version", version.clone()),
+            ]
+        };
+        for candidate in MODEL_STATES {
+            let mut labels = labels();
             labels.push(Label::new("state", candidate));
             let gauge = self
                 .recorder
@@ -275,12 +334,73 @@ impl Metrics {
         }
         if let Some(seconds) = load_seconds {
             self.recorder
-                .register_gauge(
-                    &Self::key(names::MODEL_LOAD_DURATION, Self::labels(model, version)),
-                    &METADATA,
-                )
+                .register_gauge(&Self::key(names::MODEL_LOAD_DURATION, labels()), &METADATA)
                 .set(seconds);
         }
+    }
+
+    /// A model could not load as a whole (its configuration, no versions).
+    pub(crate) fn model_problem(&self, model: &str) {
+        self.model_state(model, None, "failed", None);
+    }
+
+    /// One load of `model` (all the versions it loaded) ended, after
+    /// `seconds`.
+    pub(crate) fn model_load(&self, model: &str, success: bool, seconds: f64) {
+        let outcome = if success { "success" } else { "failure" };
+        if success {
+            // The model as a whole is fine again.
+            self.model_state(model, None, "ready", None);
+        }
+        let labels = vec![
+            Label::new("model", model.to_string()),
+            Label::new("outcome", outcome),
+        ];
+        self.recorder
+            .register_counter(&Self::key(names::MODEL_LOADS, labels), &METADATA)
+            .increment(1);
+        self.recorder
+            .register_histogram(
+                &Self::key(
+                    names::MODEL_LOAD_SECONDS,
+                    vec![Label::new("outcome", outcome)],
+                ),
+                &METADATA,
+            )
+            .record(seconds);
+        // Present from the first load, so rates over it start at zero.
+        self.recorder
+            .register_counter(
+                &Self::key(
+                    names::MODEL_UNLOADS,
+                    vec![Label::new("model", model.to_string())],
+                ),
+                &METADATA,
+            )
+            .increment(0);
+    }
+
+    /// `model` was unloaded (by request, or its directory went away).
+    pub(crate) fn model_unload(&self, model: &str) {
+        self.recorder
+            .register_counter(
+                &Self::key(
+                    names::MODEL_UNLOADS,
+                    vec![Label::new("model", model.to_string())],
+                ),
+                &METADATA,
+            )
+            .increment(1);
+    }
+
+    /// An inference request no loaded version could take.
+    pub(crate) fn unroutable(&self, reason: &'static str) {
+        self.recorder
+            .register_counter(
+                &Self::key(names::UNROUTABLE, vec![Label::new("reason", reason)]),
+                &METADATA,
+            )
+            .increment(1);
     }
 
     /// The exposition text, with process metrics sampled now.

@@ -1,6 +1,7 @@
 //! One ONNX Runtime session: load, describe, warm up, run.
 
-use std::path::Path;
+use std::mem::ManuallyDrop;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +17,30 @@ use super::types::datatype_of;
 use super::{BackendError, batch};
 use crate::scheduler::{ComputeTimes, ExecError, Executed, Executor};
 use crate::tensor::{DecodedRequest, ModelSpec, Tensor, TensorSpec};
+
+/// Where a model's ONNX graph comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A file in the model repository.
+    File(PathBuf),
+    /// Bytes uploaded with a load request, named for messages.
+    Memory {
+        /// How to name it in messages (`<model>/<version>/model.onnx`).
+        name: String,
+        /// The ONNX file's bytes.
+        bytes: Bytes,
+    },
+}
+
+impl ModelSource {
+    /// How the source is named in messages.
+    pub fn name(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Memory { name, .. } => format!("{name} (uploaded)"),
+        }
+    }
+}
 
 /// How sessions are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +66,31 @@ impl Default for SessionOptions {
 
 /// A loaded model instance: one session, driven by one thread at a time.
 pub struct Instance {
-    session: Session,
+    /// Dropped by hand in `Drop`, so that memory can be trimmed after it.
+    session: ManuallyDrop<Session>,
     spec: Arc<ModelSpec>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: the session is dropped exactly once, here, and never used
+        // again: `self` is being dropped.
+        unsafe { ManuallyDrop::drop(&mut self.session) };
+        // The session freed its arenas; hand the pages back, or over many
+        // reloads glibc would keep them and resident memory would creep.
+        release_freed_memory();
+    }
+}
+
+/// Returns free heap pages to the operating system (glibc's
+/// `malloc_trim`); elsewhere nothing.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it
+    // has no preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl std::fmt::Debug for Instance {
@@ -58,7 +106,7 @@ impl std::fmt::Debug for Instance {
     reason = "every value type but a tensor (sequence, map, optional, future ones) is unsupported"
 )]
 fn describe(
-    path: &Path,
+    source: &str,
     what: &'static str,
     outlets: &[ort::value::Outlet],
 ) -> Result<Vec<TensorSpec>, BackendError> {
@@ -66,7 +114,7 @@ fn describe(
         .iter()
         .map(|outlet| {
             let unsupported = |ty: String| BackendError::Unsupported {
-                path: path.to_path_buf(),
+                source_name: source.to_string(),
                 what,
                 tensor: outlet.name().to_string(),
                 ty,
@@ -84,16 +132,17 @@ fn describe(
 }
 
 impl Instance {
-    /// Loads `path` as model `name`. Returns the instance and the device
+    /// Loads `source` as model `name`. Returns the instance and the device
     /// it actually runs on (a GPU request may fall back to CPU).
     pub fn load(
         env: &Environment,
         name: &str,
-        path: &Path,
+        source: &ModelSource,
         options: &SessionOptions,
     ) -> Result<(Instance, Device), BackendError> {
+        let source_name = source.name();
         let load_error = |reason: String| BackendError::Load {
-            path: path.to_path_buf(),
+            source_name: source_name.clone(),
             reason,
         };
         let build = |gpu: Option<(i32, bool)>| -> Result<Session, String> {
@@ -115,7 +164,11 @@ impl Instance {
                     .with_intra_threads(options.intra_op_threads)
                     .map_err(|e| e.to_string())?;
             }
-            builder.commit_from_file(path).map_err(|e| e.to_string())
+            match source {
+                ModelSource::File(path) => builder.commit_from_file(path),
+                ModelSource::Memory { bytes, .. } => builder.commit_from_memory(bytes),
+            }
+            .map_err(|e| e.to_string())
         };
         let (session, device) = match options.device {
             Device::Cpu => (build(None).map_err(load_error)?, Device::Cpu),
@@ -145,14 +198,14 @@ impl Instance {
         };
         let spec = ModelSpec {
             name: name.to_string(),
-            inputs: describe(path, "input", session.inputs())?,
-            outputs: describe(path, "output", session.outputs())?,
+            inputs: describe(&source_name, "input", session.inputs())?,
+            outputs: describe(&source_name, "output", session.outputs())?,
             // What the ONNX file says; the model's configuration decides.
             max_batch_size: 0,
         };
         Ok((
             Instance {
-                session,
+                session: ManuallyDrop::new(session),
                 spec: Arc::new(spec),
             },
             device,

@@ -19,6 +19,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::repository::ControlMode;
 pub use flags::SettingFlags;
 pub use reference::reference;
 
@@ -101,6 +102,27 @@ settings! {
     /// with an optional `<DIR>/<model>/config.pbtxt`.
     #[setting(value = "DIR", default = "/models")]
     model_repository: PathBuf = PathBuf::from("/models");
+
+    /// How the loaded models may change while the server runs, with
+    /// Triton's meaning: `none` loads every model at start and changes
+    /// nothing (RepositoryModelLoad/Unload answer FAILED_PRECONDITION);
+    /// `poll` loads every model and polls the repository for new, changed
+    /// and removed models and versions; `explicit` loads only `load_model`
+    /// at start, and the load and unload RPCs change the rest.
+    #[setting(value = "none|poll|explicit", default = "none")]
+    model_control_mode: ControlMode = ControlMode::None;
+
+    /// How often `poll` mode looks at the repository (`15s`, `500ms`); a
+    /// change is loaded once it has held still for a whole interval.
+    #[setting(value = "DURATION", default = "15s")]
+    #[serde(with = "humantime_serde")]
+    repository_poll_interval: Duration = Duration::from_secs(15);
+
+    /// Models `explicit` mode loads at start (repeat the flag, or
+    /// comma-separate; environment: `[mlp,intent]`); `*` loads them all.
+    /// Only valid in explicit mode.
+    #[setting(value = "NAME", default = "[]", list = true)]
+    load_model: Vec<String> = Vec::new();
 
     /// Address the gRPC server listens on.
     #[setting(value = "HOST:PORT", default = "0.0.0.0:8001")]
@@ -401,6 +423,21 @@ impl Config {
             return invalid(
                 "onnxruntime_library",
                 format!("'{}' is not a file", lib.display()),
+            );
+        }
+        if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
+            return invalid(
+                "load_model",
+                format!(
+                    "only applies with model_control_mode = explicit (it is '{}'); in the other modes every model loads",
+                    self.model_control_mode.as_str()
+                ),
+            );
+        }
+        if self.repository_poll_interval < Duration::from_millis(100) {
+            return invalid(
+                "repository_poll_interval",
+                format!("{:?} is less than 100ms", self.repository_poll_interval),
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {

@@ -15,10 +15,16 @@ use super::stream;
 use crate::health::Health;
 use crate::inference::Inference;
 use crate::model_config::PLATFORM;
+use crate::repository::LoadRequest;
 use crate::tensor::TensorSpec;
 
 /// Protocol extensions served, by their Triton names.
-pub(crate) const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
+pub(crate) const EXTENSIONS: &[&str] = &[
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "model_repository(unload_dependents)",
+];
 
 /// The inference service.
 #[derive(Debug, Clone)]
@@ -165,23 +171,44 @@ impl GrpcInferenceService for InferenceService {
 
     async fn repository_index(
         &self,
-        _: Request<RepositoryIndexRequest>,
+        request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        Err(not_served("RepositoryIndex", "model_repository"))
+        let r = request.into_inner();
+        check_repository_name(&r.repository_name)?;
+        let models = self.core.repository().index(r.ready);
+        Ok(Response::new(RepositoryIndexResponse { models }))
     }
 
     async fn repository_model_load(
         &self,
-        _: Request<RepositoryModelLoadRequest>,
+        request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(not_served("RepositoryModelLoad", "model_repository"))
+        let r = request.into_inner();
+        check_repository_name(&r.repository_name)?;
+        let load = LoadRequest::from_parameters(&r.model_name, &r.parameters)
+            .map_err(|e| to_status(e, ""))?;
+        self.core
+            .repository()
+            .load_by_request(&r.model_name, load)
+            .await
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _: Request<RepositoryModelUnloadRequest>,
+        request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(not_served("RepositoryModelUnload", "model_repository"))
+        let r = request.into_inner();
+        check_repository_name(&r.repository_name)?;
+        // `unload_dependents` is accepted: without ensembles, nothing
+        // depends on a model.
+        self.core
+            .repository()
+            .unload_by_request(&r.model_name)
+            .await
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 
     async fn system_shared_memory_status(
@@ -250,6 +277,17 @@ impl GrpcInferenceService for InferenceService {
         _: Request<LogSettingsRequest>,
     ) -> Result<Response<LogSettingsResponse>, Status> {
         Err(not_served("LogSettings", "logging"))
+    }
+}
+
+/// oxserve serves one repository, which any name but the empty one misses.
+fn check_repository_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!(
+            "unknown repository '{name}': oxserve serves one model repository; leave repository_name empty"
+        )))
     }
 }
 

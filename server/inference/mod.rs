@@ -84,7 +84,8 @@ impl Inference {
         async {
             let loaded = self
                 .repository
-                .get(&request.model_name, &request.model_version)?;
+                .get(&request.model_name, &request.model_version)
+                .inspect_err(|e| self.repository.unroutable(e))?;
             tracing::Span::current().record("version", loaded.version);
             let record = loaded.stats.begin(arrival.received);
             let result = run(&loaded, request, arrival, &self.served_by).await;

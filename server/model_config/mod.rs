@@ -8,6 +8,7 @@
 //! [`LoadPlan::new`] before loading, [`complete`] after.
 
 mod complete;
+mod warmup;
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -21,6 +22,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 #[cfg(test)]
 use complete::Resolved;
 pub(crate) use complete::complete;
+pub(crate) use warmup::warmups;
 
 use crate::backend::Device;
 
@@ -108,6 +110,24 @@ pub(crate) fn parse(text: &str) -> Result<Written, ModelConfigError> {
     let message = DynamicMessage::parse_text_format(SCHEMA.clone(), &text)
         .map_err(|e| syntax(e.to_string()))?;
     let config: ModelConfig = message.transcode_to().map_err(|e| syntax(e.to_string()))?;
+    Ok(Written { config })
+}
+
+/// Parses a model configuration given as JSON (Triton's `config` parameter
+/// of RepositoryModelLoad): the protobuf JSON form of ModelConfig, with
+/// field names in snake_case or camelCase. Unknown fields fail, as in
+/// config.pbtxt.
+pub(crate) fn parse_json(text: &str) -> Result<Written, ModelConfigError> {
+    let syntax = |reason: String| ModelConfigError::Syntax { reason };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let message = DynamicMessage::deserialize(SCHEMA.clone(), &mut deserializer)
+        .map_err(|e| syntax(format!("config parameter: {e}")))?;
+    deserializer
+        .end()
+        .map_err(|e| syntax(format!("config parameter: {e}")))?;
+    let config: ModelConfig = message
+        .transcode_to()
+        .map_err(|e| syntax(format!("config parameter: {e}")))?;
     Ok(Written { config })
 }
 
