@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 
 pub use backend::BackendError;
 pub use config::{
-    Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
+    BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
     reference as settings_reference,
 };
 
@@ -202,10 +202,13 @@ pub async fn run(
 /// fuzzing): not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::backend::{Instance, ModelSource, SessionOptions, environment};
+    pub use crate::backend::{
+        GpuOptions, Instance, Memory, ModelSource, SessionOptions, Threads, environment,
+    };
     pub use crate::scheduler::{
-        BatchPolicy, ComputeTimes, Decision, ExecError, Executed, Executor, Observer, Queue,
-        Queued, Scheduler, SchedulerError, Served, SlotId, Ticket, Unobserved, Waiting,
+        AutoBatch, AutoBatchSettings, BatchPolicy, ComputeTimes, Decision, ExecError, Executed,
+        Executor, Observer, Queue, Queued, Scheduler, SchedulerError, SchedulerSettings, Served,
+        SlotId, Ticket, Unobserved, Waiting,
     };
     pub use crate::tensor::{
         DataType, DecodedRequest, ModelSpec, Tensor, TensorSpec, decode_request, encode_outputs,

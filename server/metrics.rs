@@ -49,6 +49,9 @@ pub(crate) mod names {
     pub(crate) const COMPUTE_OUTPUT_DURATION: &str = "oxserve_compute_output_duration_seconds";
     /// Rows per execution.
     pub(crate) const BATCH_SIZE: &str = "oxserve_batch_size";
+    /// The batch size batches are formed with: configured, or picked by
+    /// the server (`max_batch_size = auto`).
+    pub(crate) const BATCH_SIZE_LIMIT: &str = "oxserve_batch_size_limit";
     /// Time the last load of a version took (`nv_model_load_duration_secs`).
     pub(crate) const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
     /// 1 for the state a version is in, 0 for the others.
@@ -140,6 +143,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Histogram,
         Some(Unit::Count),
         "Rows per model execution.",
+    ),
+    (
+        names::BATCH_SIZE_LIMIT,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "The batch size batches are formed with: configured, or picked by the server from execution times.",
     ),
     (
         names::MODEL_LOAD_DURATION,
@@ -304,6 +313,7 @@ impl Metrics {
             compute_infer: histogram(names::COMPUTE_INFER_DURATION),
             compute_output: histogram(names::COMPUTE_OUTPUT_DURATION),
             batch_size: histogram(names::BATCH_SIZE),
+            batch_size_limit: gauge(names::BATCH_SIZE_LIMIT),
         }
     }
 
@@ -489,6 +499,7 @@ pub(crate) struct VersionMetrics {
     pub(crate) compute_infer: Histogram,
     pub(crate) compute_output: Histogram,
     pub(crate) batch_size: Histogram,
+    pub(crate) batch_size_limit: Gauge,
 }
 
 impl Default for VersionMetrics {
@@ -507,6 +518,7 @@ impl Default for VersionMetrics {
             compute_infer: Histogram::noop(),
             compute_output: Histogram::noop(),
             batch_size: Histogram::noop(),
+            batch_size_limit: Gauge::noop(),
         }
     }
 }

@@ -195,6 +195,10 @@ impl VersionStats {
 }
 
 impl Observer for VersionStats {
+    fn batch_limit(&self, limit: usize) {
+        self.metrics.batch_size_limit.set(limit as f64);
+    }
+
     fn pending(&self, waiting: usize) {
         self.metrics.pending.set(waiting as f64);
     }
@@ -206,7 +210,7 @@ impl Observer for VersionStats {
 
     /// Like Triton, every request in the batch is charged the batch's full
     /// compute times.
-    fn executed(&self, requests: usize, rows: usize, times: ComputeTimes) {
+    fn executed(&self, requests: usize, rows: usize, runs: usize, times: ComputeTimes) {
         for _ in 0..requests {
             self.compute_input.add(times.input);
             self.compute_infer.add(times.infer);
@@ -217,16 +221,23 @@ impl Observer for VersionStats {
         }
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        // A request run in chunks counts one execution per chunk, of the
+        // chunk's size.
+        let runs = runs.max(1);
+        let per_run = rows.div_ceil(runs);
+        self.execution_count
+            .fetch_add(runs as u64, Ordering::Relaxed);
         self.metrics.inferences.increment(rows as u64);
-        self.metrics.executions.increment(1);
-        self.metrics.batch_size.record(rows as f64);
+        self.metrics.executions.increment(runs as u64);
+        for _ in 0..runs {
+            self.metrics.batch_size.record(per_run as f64);
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.last_inference_ms.store(now_ms, Ordering::Relaxed);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let tally = batches.entry(rows as u64).or_default();
+        let tally = batches.entry(per_run as u64).or_default();
         tally.input.add(times.input);
         tally.infer.add(times.infer);
         tally.output.add(times.output);

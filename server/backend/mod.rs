@@ -6,6 +6,7 @@
 //! runtime, because `Session::run` blocks and takes `&mut self`.
 
 mod batch;
+mod options;
 mod providers;
 mod runtime;
 mod session;
@@ -14,9 +15,10 @@ mod types;
 
 use std::path::PathBuf;
 
+pub use options::{GpuOptions, Memory, SessionOptions, Threads};
 pub(crate) use providers::Device;
 pub use runtime::environment;
-pub use session::{Instance, ModelSource, SessionOptions};
+pub use session::{Instance, ModelSource};
 
 /// What went wrong inside ONNX Runtime or while setting it up.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -19,6 +19,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model_config::BatchSize;
 pub use crate::repository::ControlMode;
 pub use flags::SettingFlags;
 pub use reference::reference;
@@ -162,10 +163,24 @@ settings! {
 
     /// Largest batch the scheduler forms for models that can batch (a
     /// variable first dimension on every input and output) and whose
-    /// config.pbtxt sets no `max_batch_size`; 0 disables batching; at most
-    /// 1048576.
-    #[setting(value = "N", default = "64")]
-    max_batch_size: usize = 64;
+    /// config.pbtxt sets no `max_batch_size`: `auto` (the server learns
+    /// each model's efficient batch size from its own execution times, and
+    /// follows it as the load changes), or a number of rows (0 disables
+    /// batching; at most 1048576).
+    #[setting(value = "auto|N", default = "auto")]
+    max_batch_size: BatchSize = BatchSize::Auto;
+
+    /// With `max_batch_size = auto`: the longest one execution may take; a
+    /// batch size whose executions take longer is too big (`100ms`).
+    #[setting(value = "DURATION", default = "100ms")]
+    #[serde(with = "humantime_serde")]
+    batch_latency_budget: Duration = Duration::from_millis(100);
+
+    /// Run a request with more rows than a batch in chunks the model
+    /// takes, and join the answers (as TensorFlow Serving does); `false`
+    /// refuses it with INVALID_ARGUMENT, as Triton does.
+    #[setting(value = "BOOL", default = "true")]
+    split_large_requests: bool = true;
 
     /// Batch sizes run as soon as they can be formed, for models without
     /// their own `dynamic_batching` settings; each 1 to `max_batch_size`
@@ -233,11 +248,19 @@ impl Config {
     pub(crate) fn model_defaults(&self) -> crate::model_config::Defaults {
         crate::model_config::Defaults {
             max_batch_size: self.max_batch_size,
+            batch_latency_budget: self.batch_latency_budget,
+            split_large_requests: self.split_large_requests,
             preferred_batch_sizes: self.preferred_batch_sizes.clone(),
             max_queue_delay: self.max_queue_delay,
             max_queue_size: self.max_queue_size,
             instances: self.instances,
             intra_op_threads: self.intra_op_threads,
+            // Spinning burns CPU while idle and makes timings swing on a
+            // shared node; a model may turn it on with
+            // session.intra_op.allow_spinning.
+            spinning: false,
+            // Keeps resident memory bounded after bursts of large batches.
+            shrink_arena: true,
         }
     }
 
@@ -395,23 +418,29 @@ impl Config {
         if !(1..=64).contains(&self.instances) {
             return invalid("instances", format!("{} is outside 1..=64", self.instances));
         }
-        if self.max_batch_size > 1 << 20 {
-            return invalid(
-                "max_batch_size",
-                format!("{} is more than 1048576", self.max_batch_size),
-            );
-        }
+        let batch_cap = match self.max_batch_size {
+            BatchSize::Auto => crate::model_config::AUTO_BATCH_CAP,
+            BatchSize::Fixed(n) if n > 1 << 20 => {
+                return invalid("max_batch_size", format!("{n} is more than 1048576"));
+            }
+            BatchSize::Fixed(n) => n,
+        };
         if let Some(&bad) = self
             .preferred_batch_sizes
             .iter()
-            .find(|&&s| s == 0 || s > self.max_batch_size)
+            .find(|&&s| s == 0 || s > batch_cap)
         {
             return invalid(
                 "preferred_batch_sizes",
-                format!(
-                    "{bad} is outside 1..=max_batch_size ({})",
-                    self.max_batch_size
-                ),
+                format!("{bad} is outside 1..={batch_cap} (max_batch_size)"),
+            );
+        }
+        if self.batch_latency_budget < Duration::from_millis(1)
+            || self.batch_latency_budget > Duration::from_secs(60)
+        {
+            return invalid(
+                "batch_latency_budget",
+                format!("{:?} is outside 1ms..=60s", self.batch_latency_budget),
             );
         }
         if self.max_queue_delay > Duration::from_secs(10) {

@@ -111,10 +111,10 @@ fn bad_values_name_their_key() {
         assert!(names(&e, "max_queue_size"), "{e}");
         jail.set_env("OXSERVE_MAX_QUEUE_SIZE", "8");
 
-        jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 128]");
+        jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 2048]");
         let e = load(None, Flags::default()).unwrap_err().to_string();
         assert!(
-            names(&e, "preferred_batch_sizes") && e.contains("128"),
+            names(&e, "preferred_batch_sizes") && e.contains("2048"),
             "{e}"
         );
         jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 8]");

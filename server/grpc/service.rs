@@ -151,8 +151,13 @@ impl GrpcInferenceService for InferenceService {
             .repository()
             .get(&r.name, &r.version)
             .map_err(|e| to_status(e, ""))?;
+        let mut config = loaded.config.clone();
+        if loaded.auto_batch {
+            // The batch size the server picked for now.
+            config.max_batch_size = Some(i32::try_from(loaded.batch_limit()).unwrap_or(i32::MAX));
+        }
         Ok(Response::new(ModelConfigResponse {
-            config: Some(loaded.config.clone()),
+            config: Some(config),
         }))
     }
 

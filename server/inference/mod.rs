@@ -6,7 +6,7 @@
 //! `ModelInferRequest` and an [`Arrival`], call [`Inference::infer`], and
 //! map an [`Error`] to their own status with [`Error::code`].
 
-mod deadline;
+mod request_parameters;
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::repository::{LoadedVersion, Repository};
 use crate::scheduler::Served;
 use crate::tensor::{decode_request, encode_outputs};
 
-pub(crate) use deadline::timeout_parameter;
+use request_parameters::{priority_parameter, timeout_parameter};
 
 /// What a transport knows of a request before reading its body: when it
 /// arrived, and the client's deadline (gRPC's `grpc-timeout`), if any.
@@ -119,12 +119,13 @@ async fn run(
     served_by: &str,
 ) -> Result<ModelInferResponse, Error> {
     let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
-    let deadline = loaded.deadline(arrival.received, arrival.deadline, timeout);
+    let priority = priority_parameter(&loaded.model, &request.parameters)?;
+    let admission = loaded.admit(arrival.received, arrival.deadline, timeout, priority)?;
     let work = async {
         let decoded = decode_request(&loaded.spec, &request)?;
-        loaded.infer(decoded).await
+        loaded.infer(decoded, admission).await
     };
-    let served = match deadline {
+    let served = match admission.deadline {
         None => work.await?,
         // Whatever stage the request is in when the deadline passes, this
         // answers; a request still queued leaves the queue unexecuted.

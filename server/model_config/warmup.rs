@@ -267,6 +267,7 @@ mod tests {
                 dims: vec![-1],
             }],
             max_batch_size,
+            max_request_rows: usize::MAX,
         }
     }
 

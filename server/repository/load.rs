@@ -56,9 +56,11 @@ impl VersionLoad {
         let mut devices = Vec::with_capacity(plan.instances.len());
         for device in &plan.instances {
             let session = SessionOptions {
-                intra_op_threads: defaults.intra_op_threads,
+                threads: plan.runtime.threads.clone(),
                 graph_level: plan.graph_level,
                 device: device.clone(),
+                memory: plan.runtime.memory.clone(),
+                gpu: plan.runtime.gpu.clone(),
             };
             let (instance, used) = Instance::load(&env, &model, &source, &session)?;
             instances.push(instance);
@@ -104,11 +106,11 @@ impl VersionLoad {
             .unwrap_or_default();
         let stats = Arc::new(VersionStats::new(metrics));
         let observer: Arc<dyn Observer> = stats.clone();
+        let auto_batch = resolved.scheduling.auto.is_some();
         let scheduler = Scheduler::start(
             &format!("oxserve-{model}-{version}"),
             instances,
-            resolved.policy.clone(),
-            resolved.max_queue_size,
+            resolved.scheduling,
             observer,
         )
         .map_err(|e| LoadError::Threads(e.to_string()))?;
@@ -118,8 +120,8 @@ impl VersionLoad {
             spec: Arc::new(resolved.spec),
             config: resolved.config,
             stats,
-            default_timeout: resolved.default_timeout,
-            allow_timeout_override: resolved.allow_timeout_override,
+            auto_batch,
+            queues: resolved.queues,
             scheduler,
         })
     }

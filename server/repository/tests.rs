@@ -14,12 +14,16 @@ fn models() -> PathBuf {
 
 fn defaults() -> Defaults {
     Defaults {
-        max_batch_size: 8,
+        max_batch_size: crate::model_config::BatchSize::Fixed(8),
+        batch_latency_budget: std::time::Duration::from_millis(100),
+        split_large_requests: true,
         preferred_batch_sizes: Vec::new(),
         max_queue_delay: std::time::Duration::ZERO,
         max_queue_size: 16,
         instances: 1,
         intra_op_threads: 1,
+        spinning: false,
+        shrink_arena: true,
     }
 }
 
