@@ -13,6 +13,7 @@
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
 mod backend;
+mod cache;
 mod config;
 mod error;
 mod grpc;
@@ -153,8 +154,13 @@ pub async fn run(
         })
     };
 
+    let response_cache = (config.response_cache_size > 0)
+        .then(|| Arc::new(cache::ResponseCache::new(config.response_cache_size)));
+    if let (Some((metrics, _)), Some(cache)) = (&metrics, &response_cache) {
+        metrics.watch_cache(Arc::clone(cache));
+    }
     let grpc = grpc::service(
-        Inference::new(Arc::clone(&repository), &config.served_by()),
+        Inference::new(Arc::clone(&repository), &config.served_by(), response_cache),
         Arc::clone(&health),
         config.max_message_size,
     )?;

@@ -23,6 +23,8 @@ use metrics_exporter_prometheus::{
 };
 use tokio::net::TcpListener;
 
+use crate::cache::ResponseCache;
+
 /// Metric names, with the Triton metric each corresponds to (docs/metrics.md).
 pub(crate) mod names {
     /// Requests answered, by gRPC code (`nv_inference_request_success` /
@@ -49,6 +51,14 @@ pub(crate) mod names {
     pub(crate) const COMPUTE_OUTPUT_DURATION: &str = "oxserve_compute_output_duration_seconds";
     /// Rows per execution.
     pub(crate) const BATCH_SIZE: &str = "oxserve_batch_size";
+    /// Requests answered from the response cache (`nv_cache_num_hits_per_model`).
+    pub(crate) const CACHE_HITS: &str = "oxserve_cache_hits_total";
+    /// Requests the response cache did not hold (`nv_cache_num_misses_per_model`).
+    pub(crate) const CACHE_MISSES: &str = "oxserve_cache_misses_total";
+    /// Bytes the response cache holds (`nv_cache_util` × size).
+    pub(crate) const CACHE_BYTES: &str = "oxserve_cache_bytes";
+    /// Answers the response cache holds (`nv_cache_num_entries`).
+    pub(crate) const CACHE_ENTRIES: &str = "oxserve_cache_entries";
     /// The batch size batches are formed with: configured, or picked by
     /// the server (`max_batch_size = auto`).
     pub(crate) const BATCH_SIZE_LIMIT: &str = "oxserve_batch_size_limit";
@@ -145,6 +155,30 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Rows per model execution.",
     ),
     (
+        names::CACHE_HITS,
+        Kind::Counter,
+        None,
+        "Requests answered from the response cache, without running the model.",
+    ),
+    (
+        names::CACHE_MISSES,
+        Kind::Counter,
+        None,
+        "Requests to a model with the response cache on that the cache did not hold.",
+    ),
+    (
+        names::CACHE_BYTES,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes the response cache holds (at most response_cache_size).",
+    ),
+    (
+        names::CACHE_ENTRIES,
+        Kind::Gauge,
+        None,
+        "Answers the response cache holds.",
+    ),
+    (
         names::BATCH_SIZE_LIMIT,
         Kind::Gauge,
         Some(Unit::Count),
@@ -226,6 +260,8 @@ pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
+    /// The response cache, whose size is read at each scrape.
+    cache: OnceLock<Arc<ResponseCache>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -269,6 +305,7 @@ impl Metrics {
             recorder,
             handle,
             process,
+            cache: OnceLock::new(),
         })
     }
 
@@ -314,6 +351,8 @@ impl Metrics {
             compute_output: histogram(names::COMPUTE_OUTPUT_DURATION),
             batch_size: histogram(names::BATCH_SIZE),
             batch_size_limit: gauge(names::BATCH_SIZE_LIMIT),
+            cache_hits: counter(names::CACHE_HITS),
+            cache_misses: counter(names::CACHE_MISSES),
         }
     }
 
@@ -416,7 +455,21 @@ impl Metrics {
     /// The exposition text, with process metrics sampled now.
     pub(crate) fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        if let Some(cache) = self.cache.get() {
+            let (bytes, entries) = cache.usage();
+            let gauge = |name| {
+                self.recorder
+                    .register_gauge(&Self::key(name, Vec::new()), &METADATA)
+            };
+            gauge(names::CACHE_BYTES).set(bytes as f64);
+            gauge(names::CACHE_ENTRIES).set(entries as f64);
+        }
         self.handle.render()
+    }
+
+    /// Reports `cache`'s size at every scrape.
+    pub(crate) fn watch_cache(&self, cache: Arc<ResponseCache>) {
+        let _ = self.cache.set(cache);
     }
 
     /// Serves `GET /metrics` on `listener` until the task is dropped.
@@ -500,6 +553,8 @@ pub(crate) struct VersionMetrics {
     pub(crate) compute_output: Histogram,
     pub(crate) batch_size: Histogram,
     pub(crate) batch_size_limit: Gauge,
+    pub(crate) cache_hits: Counter,
+    pub(crate) cache_misses: Counter,
 }
 
 impl Default for VersionMetrics {
@@ -519,6 +574,8 @@ impl Default for VersionMetrics {
             compute_output: Histogram::noop(),
             batch_size: Histogram::noop(),
             batch_size_limit: Gauge::noop(),
+            cache_hits: Counter::noop(),
+            cache_misses: Counter::noop(),
         }
     }
 }

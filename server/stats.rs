@@ -118,6 +118,11 @@ pub(crate) struct VersionStats {
     pub compute_infer: Tally,
     /// Per-request share of output extraction.
     pub compute_output: Tally,
+    /// Requests answered from the response cache, with the look-up time.
+    cache_hit: Tally,
+    /// Requests the cache could not answer, with the look-up and insertion
+    /// time.
+    cache_miss: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
@@ -143,6 +148,20 @@ impl VersionStats {
             received,
             done: false,
         }
+    }
+
+    /// A request answered from the response cache; the look-up took
+    /// `elapsed`.
+    pub(crate) fn record_cache_hit(&self, elapsed: Duration) {
+        self.cache_hit.add(elapsed);
+        self.metrics.cache_hits.increment(1);
+    }
+
+    /// A request the cache did not hold; looking up and storing its answer
+    /// took `elapsed`.
+    pub(crate) fn record_cache_miss(&self, elapsed: Duration) {
+        self.cache_miss.add(elapsed);
+        self.metrics.cache_misses.increment(1);
     }
 
     fn record_failure(&self, elapsed: Duration, code: Code) {
@@ -177,9 +196,8 @@ impl VersionStats {
                 compute_input: Some(self.compute_input.to_proto()),
                 compute_infer: Some(self.compute_infer.to_proto()),
                 compute_output: Some(self.compute_output.to_proto()),
-                // No response cache yet: nothing is ever looked up.
-                cache_hit: Some(StatisticDuration::default()),
-                cache_miss: Some(StatisticDuration::default()),
+                cache_hit: Some(self.cache_hit.to_proto()),
+                cache_miss: Some(self.cache_miss.to_proto()),
             }),
             batch_stats: batches
                 .iter()

@@ -415,3 +415,58 @@ async fn reloads_under_load_fail_no_request() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_response_cache_answers_repeats_and_never_a_stale_answer_after_a_reload() {
+    let dir = repository(&[1]);
+    std::fs::write(
+        dir.path().join("versioned/config.pbtxt"),
+        "max_batch_size: 4\nresponse_cache { enable: true }\n",
+    )
+    .unwrap();
+    let server = explicit(dir.path(), &["versioned"]).await;
+    let c = &server.client;
+    let ask_full = |x: f32| c.infer("versioned").input("INPUT0", [1, 1], &[x]).send();
+    let hit = |r: &oxserve_client::InferResponse| {
+        matches!(
+            r.parameters()
+                .get("cache_hit")
+                .and_then(|p| p.parameter_choice.clone()),
+            Some(pb::ParameterChoice::BoolParam(true))
+        )
+    };
+    let first = ask_full(5.0).await.unwrap();
+    assert!(!hit(&first));
+    let second = ask_full(5.0).await.unwrap();
+    assert!(hit(&second), "the same request is answered from the cache");
+    assert_eq!(second.output("OUTPUT0").unwrap().as_f32().unwrap(), [6.0]);
+    assert!(
+        !hit(&ask_full(7.0).await.unwrap()),
+        "other bytes, other answer"
+    );
+
+    let stats = c
+        .model_statistics(Some("versioned"), Some("1"))
+        .await
+        .unwrap();
+    let s = stats[0].inference_stats.clone().unwrap();
+    assert_eq!(s.cache_hit.unwrap().count, 1);
+    assert_eq!(s.cache_miss.unwrap().count, 2);
+    assert_eq!(stats[0].execution_count, 2, "the hit did not run the model");
+
+    // The same version number with another model file: a reload must not
+    // answer from what the old load computed.
+    std::fs::copy(fixture(3), dir.path().join("versioned/1/model.onnx")).unwrap();
+    load(&server, "versioned", HashMap::new()).await.unwrap();
+    let after = ask_full(5.0).await.unwrap();
+    assert!(!hit(&after));
+    assert_eq!(after.output("OUTPUT0").unwrap().as_f32().unwrap(), [8.0]);
+
+    let m = server.metrics().await;
+    assert_eq!(
+        m[r#"oxserve_cache_hits_total{model="versioned",version="1"}"#],
+        1.0
+    );
+    assert!(m["oxserve_cache_entries"] >= 2.0);
+    server.stop().await.unwrap();
+}

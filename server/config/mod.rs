@@ -195,6 +195,14 @@ settings! {
     #[serde(with = "humantime_serde")]
     max_queue_delay: Duration = Duration::ZERO;
 
+    /// Memory for Triton's response cache, shared by the models whose
+    /// config.pbtxt sets `response_cache { enable: true }`: identical
+    /// requests are answered from it without running the model; the least
+    /// recently used answers are evicted. 0 turns the cache off.
+    #[setting(value = "SIZE", default = "64MiB")]
+    #[serde(with = "byte_size")]
+    response_cache_size: usize = 64 * 1024 * 1024;
+
     /// Requests that may wait per model version before new ones are turned
     /// away at once with UNAVAILABLE, for models without their own queue
     /// policy; 1 to 1000000.

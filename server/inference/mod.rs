@@ -16,10 +16,11 @@ use oxserve_proto::inference::{InferParameter, ModelInferRequest, ModelInferResp
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::cache::ResponseCache;
 use crate::error::Error;
 use crate::repository::{LoadedVersion, Repository};
 use crate::scheduler::Served;
-use crate::tensor::{decode_request, encode_outputs};
+use crate::tensor::{Tensor, decode_request, encode_outputs};
 
 use request_parameters::{priority_parameter, timeout_parameter};
 
@@ -48,15 +49,22 @@ impl Arrival {
 pub(crate) struct Inference {
     repository: Arc<Repository>,
     served_by: Arc<str>,
+    cache: Option<Arc<ResponseCache>>,
 }
 
 impl Inference {
     /// The core answering from `repository`, naming itself `served_by` in
-    /// every response (the pod or host name: which replica answered).
-    pub(crate) fn new(repository: Arc<Repository>, served_by: &str) -> Inference {
+    /// every response (the pod or host name: which replica answered), with
+    /// the server's response cache, if it has one.
+    pub(crate) fn new(
+        repository: Arc<Repository>,
+        served_by: &str,
+        cache: Option<Arc<ResponseCache>>,
+    ) -> Inference {
         Inference {
             repository,
             served_by: served_by.into(),
+            cache,
         }
     }
 
@@ -88,7 +96,7 @@ impl Inference {
                 .inspect_err(|e| self.repository.unroutable(e))?;
             tracing::Span::current().record("version", loaded.version);
             let record = loaded.stats.begin(arrival.received);
-            let result = run(&loaded, request, arrival, &self.served_by).await;
+            let result = self.run(&loaded, request, arrival).await;
             match &result {
                 Ok(_) => record.succeeded(),
                 Err(error) => {
@@ -111,41 +119,71 @@ impl Inference {
     }
 }
 
-/// Validates, queues and answers `request` on `loaded` before its deadline.
-async fn run(
-    loaded: &LoadedVersion,
-    request: ModelInferRequest,
-    arrival: Arrival,
-    served_by: &str,
-) -> Result<ModelInferResponse, Error> {
-    let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
-    let priority = priority_parameter(&loaded.model, &request.parameters)?;
-    let admission = loaded.admit(arrival.received, arrival.deadline, timeout, priority)?;
-    let work = async {
-        let decoded = decode_request(&loaded.spec, &request)?;
-        loaded.infer(decoded, admission).await
-    };
-    let served = match admission.deadline {
-        None => work.await?,
-        // Whatever stage the request is in when the deadline passes, this
-        // answers; a request still queued leaves the queue unexecuted.
-        Some(deadline) => tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| Error::DeadlineExceeded {
-                model: loaded.model.clone(),
-                version: loaded.version.to_string(),
-            })??,
-    };
-    let parameters = timing_parameters(&served, served_by);
-    let (outputs, raw_output_contents) = encode_outputs(served.output);
-    Ok(ModelInferResponse {
-        model_name: loaded.model.clone(),
-        model_version: loaded.version.to_string(),
-        id: request.id,
-        parameters,
-        outputs,
-        raw_output_contents,
-    })
+impl Inference {
+    /// Validates, queues (or finds in the response cache) and answers
+    /// `request` on `loaded` before its deadline.
+    async fn run(
+        &self,
+        loaded: &LoadedVersion,
+        request: ModelInferRequest,
+        arrival: Arrival,
+    ) -> Result<ModelInferResponse, Error> {
+        let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
+        let priority = priority_parameter(&loaded.model, &request.parameters)?;
+        let admission = loaded.admit(arrival.received, arrival.deadline, timeout, priority)?;
+        let cache = self.cache.as_deref().filter(|_| loaded.response_cache);
+        let work = async {
+            let decoded = decode_request(&loaded.spec, &request)?;
+            let Some(cache) = cache else {
+                return loaded.infer(decoded, admission).await.map(Answer::Ran);
+            };
+            let looking = Instant::now();
+            let key = cache.key(loaded.load_id, &decoded);
+            if let Some(outputs) = cache.get(&key) {
+                loaded.stats.record_cache_hit(looking.elapsed());
+                return Ok(Answer::Cached(outputs));
+            }
+            let lookup = looking.elapsed();
+            let served = loaded.infer(decoded, admission).await?;
+            let storing = Instant::now();
+            cache.put(key, &served.output);
+            loaded.stats.record_cache_miss(lookup + storing.elapsed());
+            Ok(Answer::Ran(served))
+        };
+        let answer = match admission.deadline {
+            None => work.await?,
+            // Whatever stage the request is in when the deadline passes,
+            // this answers; a request still queued leaves the queue
+            // unexecuted.
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .map_err(|_| Error::DeadlineExceeded {
+                    model: loaded.model.clone(),
+                    version: loaded.version.to_string(),
+                })??,
+        };
+        let (parameters, outputs) = match answer {
+            Answer::Ran(served) => (timing_parameters(&served, &self.served_by), served.output),
+            Answer::Cached(outputs) => (cached_parameters(&self.served_by), outputs),
+        };
+        let (outputs, raw_output_contents) = encode_outputs(outputs);
+        Ok(ModelInferResponse {
+            model_name: loaded.model.clone(),
+            model_version: loaded.version.to_string(),
+            id: request.id,
+            parameters,
+            outputs,
+            raw_output_contents,
+        })
+    }
+}
+
+/// Where an answer came from.
+enum Answer {
+    /// The model ran.
+    Ran(Served<Vec<Tensor>>),
+    /// The response cache had it.
+    Cached(Vec<Tensor>),
 }
 
 /// Response parameter names, documented in docs/clients.md.
@@ -161,6 +199,17 @@ pub(crate) mod parameters {
     pub(crate) const INSTANCE: &str = "instance";
     /// The replica (pod or host) that answered.
     pub(crate) const SERVED_BY: &str = "served_by";
+    /// True when the answer came from the response cache (the model did
+    /// not run: no queue, compute, batch or instance parameters).
+    pub(crate) const CACHE_HIT: &str = "cache_hit";
+}
+
+/// The parameters of an answer from the response cache.
+fn cached_parameters(served_by: &str) -> HashMap<String, InferParameter> {
+    HashMap::from([
+        (parameters::CACHE_HIT.into(), true.into()),
+        (parameters::SERVED_BY.into(), served_by.into()),
+    ])
 }
 
 /// Where a request's time went, and who served it, as response parameters.

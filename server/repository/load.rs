@@ -14,6 +14,10 @@ use crate::model_config::{self, LoadPlan, Written};
 use crate::scheduler::{Observer, Scheduler};
 use crate::stats::VersionStats;
 
+/// Numbers every version load, so that nothing cached from one load
+/// answers for another.
+static NEXT_LOAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Everything one version's load needs, owned so it can move to a blocking
 /// thread.
 #[derive(Debug, Clone)]
@@ -121,6 +125,8 @@ impl VersionLoad {
             config: resolved.config,
             stats,
             auto_batch,
+            response_cache: resolved.response_cache,
+            load_id: NEXT_LOAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             queues: resolved.queues,
             scheduler,
         })

@@ -30,6 +30,11 @@ pub(crate) struct LoadedVersion {
     /// Whether the server picks the batch size (ModelConfig then reports
     /// the one in use).
     pub(crate) auto_batch: bool,
+    /// Whether answers are kept in the response cache.
+    pub(crate) response_cache: bool,
+    /// This load of the version, unique in the process: cached answers of
+    /// an earlier load of the same version never answer for this one.
+    pub(crate) load_id: u64,
     pub(super) queues: QueuePolicies,
     pub(super) scheduler: Scheduler<DecodedRequest, Vec<Tensor>>,
 }
