@@ -150,10 +150,13 @@ settings! {
     #[setting(value = "FILE", default = "(searched)")]
     onnxruntime_library: Option<PathBuf> = None;
 
-    /// Threads ONNX Runtime uses inside one operator, per model instance;
-    /// 0 lets ONNX Runtime use every core; at most 1024.
-    #[setting(value = "N", default = "1")]
-    intra_op_threads: usize = 1;
+    /// Threads ONNX Runtime uses inside one operator, per model instance,
+    /// for models whose config.pbtxt sets no `intra_op_thread_count`; 0
+    /// gives each instance its share of the CPUs the process may use (the
+    /// container's CPU quota and affinity, not the host's core count, so
+    /// pods do not oversubscribe); at most 1024.
+    #[setting(value = "N", default = "0")]
+    intra_op_threads: usize = 0;
 
     /// Model instances (ONNX Runtime sessions, each on its own worker
     /// thread) for models whose config.pbtxt sets no `instance_group`;

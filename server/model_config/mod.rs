@@ -339,11 +339,12 @@ impl LoadPlan {
             .as_ref()
             .and_then(|o| o.graph.as_ref())
             .map_or(0, |g| g.level);
+        let runtime = runtime::runtime(config, defaults, instances.len())?;
         Ok(LoadPlan {
             filename,
             instances,
             graph_level,
-            runtime: runtime::runtime(config, defaults)?,
+            runtime,
             policy: config.version_policy.clone().unwrap_or_default(),
         })
     }

@@ -38,10 +38,24 @@ pub(crate) struct Runtime {
     pub(crate) gpu: GpuOptions,
 }
 
-/// Reads `config`'s parameters over `defaults`.
+/// The CPUs this process may use: the cgroup CPU quota and the affinity
+/// mask, as the standard library reads them, not the host's core count.
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Intra-op threads for one of `instances` instances when 0 (automatic)
+/// is asked for: its share of the available CPUs, at least one.
+fn share(instances: usize) -> usize {
+    (available_cpus() / instances.max(1)).max(1)
+}
+
+/// Reads `config`'s parameters over `defaults`, for a model with
+/// `instances` instances.
 pub(crate) fn runtime(
     config: &ModelConfig,
     defaults: &Defaults,
+    instances: usize,
 ) -> Result<Runtime, ModelConfigError> {
     let parameters = &config.parameters;
     if let Some(unknown) = parameters.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -59,7 +73,14 @@ pub(crate) fn runtime(
             .map(|p: &ModelParameter| p.string_value.trim())
     };
     let threads = Threads {
-        intra_op: number(parameters, "intra_op_thread_count")?.unwrap_or(defaults.intra_op_threads),
+        // 0 (here as in Triton: "the runtime's choice") is this process's
+        // share of the CPUs, never ONNX Runtime's count of the host's.
+        intra_op: match number(parameters, "intra_op_thread_count")?
+            .unwrap_or(defaults.intra_op_threads)
+        {
+            0 => share(instances),
+            n => n,
+        },
         inter_op: number(parameters, "inter_op_thread_count")?.unwrap_or(0),
         parallel: match get("execution_mode") {
             None | Some("0") => false,
@@ -256,7 +277,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let r = runtime(&c.config, &defaults()).unwrap();
+        let r = runtime(&c.config, &defaults(), 1).unwrap();
         assert_eq!(r.threads.intra_op, 2);
         assert_eq!(r.threads.inter_op, 4);
         assert!(r.threads.parallel);
@@ -269,10 +290,31 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_server() {
-        let r = runtime(&ModelConfig::default(), &defaults()).unwrap();
+        let r = runtime(&ModelConfig::default(), &defaults(), 1).unwrap();
         assert_eq!(r.threads.intra_op, 3);
         assert!(!r.threads.parallel && !r.threads.spinning);
         assert!(r.memory.arena && r.memory.pattern && r.memory.shrink_after_run);
+    }
+
+    #[test]
+    fn automatic_threads_share_the_available_cpus_between_instances() {
+        let auto = Defaults {
+            intra_op_threads: 0,
+            ..defaults()
+        };
+        let cpus = available_cpus();
+        let one = runtime(&ModelConfig::default(), &auto, 1).unwrap();
+        assert_eq!(one.threads.intra_op, cpus);
+        let many = runtime(&ModelConfig::default(), &auto, cpus * 2).unwrap();
+        assert_eq!(many.threads.intra_op, 1, "at least one each");
+        // Triton's "0" means the same, not the host's core count.
+        let c =
+            parse(r#"parameters { key: "intra_op_thread_count" value: { string_value: "0" } }"#)
+                .unwrap();
+        assert_eq!(
+            runtime(&c.config, &defaults(), 1).unwrap().threads.intra_op,
+            cpus
+        );
     }
 
     #[test]
@@ -304,7 +346,7 @@ mod tests {
             ),
         ] {
             let c = parse(text).unwrap();
-            let e = runtime(&c.config, &defaults()).unwrap_err().to_string();
+            let e = runtime(&c.config, &defaults(), 1).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
     }
