@@ -449,7 +449,7 @@ async fn the_response_cache_answers_repeats_and_never_a_stale_answer_after_a_rel
         .model_statistics(Some("versioned"), Some("1"))
         .await
         .unwrap();
-    let s = stats[0].inference_stats.clone().unwrap();
+    let s = stats[0].inference_stats.unwrap();
     assert_eq!(s.cache_hit.unwrap().count, 1);
     assert_eq!(s.cache_miss.unwrap().count, 2);
     assert_eq!(stats[0].execution_count, 2, "the hit did not run the model");
