@@ -38,6 +38,7 @@ pub use config::{
     Config, ConfigError, LogFormat, SETTINGS, Setting, SettingFlags, keys,
     reference as settings_reference,
 };
+pub use health::REASON_KEY as HEALTH_REASON_KEY;
 
 use health::Health;
 use inference::Inference;

@@ -170,10 +170,11 @@ impl Repository {
     }
 
     /// Loads every discovered version, one after another, and returns
-    /// whether the server is ready: always with relaxed readiness, only if
-    /// every version loaded with strict readiness. Blocking: run it on a
-    /// blocking thread.
-    pub(crate) fn load_all(&self, env: &Environment, options: &LoadOptions) -> bool {
+    /// whether the server is ready: always with relaxed readiness; with
+    /// strict readiness, only if there were models and every version loaded.
+    /// If not, the error says why (for the health service). Blocking: run it
+    /// on a blocking thread.
+    pub(crate) fn load_all(&self, env: &Environment, options: &LoadOptions) -> Result<(), String> {
         let pending: Vec<(String, u64)> = self
             .read()
             .iter()
@@ -213,13 +214,44 @@ impl Repository {
                 model.versions.insert(version, state);
             }
         }
-        let ready = all_loaded || !options.strict_readiness;
-        if !all_loaded && options.strict_readiness {
-            tracing::warn!(
-                "some models failed to load: the server stays NOT ready (strict_readiness = true); the others serve"
-            );
+        if !options.strict_readiness {
+            return Ok(());
         }
-        ready
+        if self.read().is_empty() {
+            // A server with nothing to serve is not ready to take inference
+            // traffic: an empty or unmounted model volume is a deployment
+            // mistake that should stop a roll-out, not pass its probes.
+            tracing::warn!("the server stays NOT ready: no models (strict_readiness = true)");
+            return Err(format!(
+                "the model repository {} holds no models",
+                self.root.display()
+            ));
+        }
+        if all_loaded {
+            return Ok(());
+        }
+        tracing::warn!(
+            "some models failed to load: the server stays NOT ready (strict_readiness = true); the others serve"
+        );
+        Err(self.load_failures())
+    }
+
+    /// Every model that cannot serve and why, for the health service.
+    fn load_failures(&self) -> String {
+        let mut failures = Vec::new();
+        for (name, model) in self.read().iter() {
+            if let Some(problem) = &model.problem {
+                failures.push(format!("model '{name}' cannot load: {problem}"));
+            }
+            for (version, state) in &model.versions {
+                if let VersionState::Failed(reason) = state {
+                    failures.push(format!(
+                        "model '{name}' version {version} failed to load: {reason}"
+                    ));
+                }
+            }
+        }
+        failures.join("; ")
     }
 
     fn load_version(
