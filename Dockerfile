@@ -58,9 +58,14 @@ FROM chef AS planner
 COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
-FROM chef AS builder
+# The dependencies alone, a target of their own: after a source change,
+# `docker build --target deps` must come entirely from the cache
+# (scripts/build-images.sh --rebuild-check).
+FROM chef AS deps
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --bin oxserve --recipe-path recipe.json
+
+FROM deps AS builder
 COPY . .
 RUN cargo build --release --locked --bin oxserve \
  && install -D -m 0755 target/release/oxserve /out/oxserve
