@@ -178,9 +178,9 @@ def test_docker_stop_drains_in_flight_requests_and_exits_zero(image):
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             background = [pool.submit(load) for _ in range(2)]
-            # Three requests of about 0.9 s each (one core) on one worker:
-            # while the first runs, the others wait in the queue.
-            in_flight = [pool.submit(spin, client, 8000) for _ in range(3)]
+            # Three requests of about 0.45 s each (one idle core) on one
+            # worker: while the first runs, the others wait in the queue.
+            in_flight = [pool.submit(spin, client, 4000) for _ in range(3)]
             wait_until(
                 lambda: (metric(container.metrics, "oxserve_inflight_requests", {"model": "spin"}) or 0) >= 2,
                 30, "spin requests in flight",
