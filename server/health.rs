@@ -203,17 +203,20 @@ impl HealthApi for HealthService {
     }
 }
 
+/// Marks a cut reason.
+const CUT: &str = "...";
+
 /// `text` cut to at most `limit` bytes, on a character boundary, marked
-/// with an ellipsis when cut.
+/// with [`CUT`] when cut.
 fn truncate(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= limit {
         return text.into();
     }
-    let mut end = limit.saturating_sub('…'.len_utf8());
+    let mut end = limit.saturating_sub(CUT.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end]).into()
+    format!("{}{CUT}", &text[..end]).into()
 }
 
 #[cfg(test)]
@@ -246,8 +249,9 @@ mod tests {
     #[test]
     fn long_reasons_are_cut_on_a_character_boundary() {
         assert_eq!(truncate("short", 10), "short");
-        let cut = truncate("ééééé", 6);
-        assert_eq!(cut, "é…");
+        // Two-byte characters: a cut after 3 bytes would split one.
+        let cut = truncate("\u{e9}\u{e9}\u{e9}\u{e9}", 6);
+        assert_eq!(cut, "\u{e9}...");
         assert!(cut.len() <= 6);
     }
 }
