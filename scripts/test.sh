@@ -4,7 +4,10 @@
 # and lints, runs the Rust unit, integration and doc tests against real
 # in-process servers, checks the Dockerfile and Kubernetes manifests, then
 # runs the interop tests with grpcurl and tritonclient against the server
-# binary.
+# binary, and finally runs it for real: the images built and run with Docker,
+# Prometheus evaluating the rules, HAProxy in front (scripts/check-runtime.sh,
+# which installs Debian's docker.io, mmdebstrap, prometheus and haproxy if
+# missing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,3 +30,5 @@ echo "== deployment checks (Dockerfile, k8s, Traefik)"
 scripts/check-deploy.sh
 echo "== interop (grpcurl, tritonclient)"
 GRPCURL=$root/.oxserve/bin/grpcurl tests/interop/run.sh target/debug/oxserve
+echo "== runtime (Docker images and containers, Prometheus, HAProxy)"
+scripts/check-runtime.sh

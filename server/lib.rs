@@ -39,6 +39,7 @@ pub use config::{
     BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
     reference as settings_reference,
 };
+pub use health::REASON_KEY as HEALTH_REASON_KEY;
 
 use health::Health;
 use inference::Inference;

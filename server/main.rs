@@ -32,7 +32,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// TOML file with any of the keys below (snake_case).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "OXSERVE_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingFlags,
@@ -46,7 +46,7 @@ struct HealthArgs {
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
     /// The server's TOML config file, to read grpc_address from.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "OXSERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Service to check: "" (the server) or inference.GRPCInferenceService.
     #[arg(long, value_name = "NAME", default_value = "")]
@@ -57,6 +57,17 @@ struct HealthArgs {
 }
 
 fn main() -> ExitCode {
+    // ONNX Runtime (1.2x and later, Linux too) creates a telemetry store and
+    // persists a device id under $HOME/.cache/Microsoft when its environment
+    // is created, before `with_telemetry(false)` can turn events off; on a
+    // read-only root it warns that it cannot. Its own switch must be in the
+    // environment before the library loads. A user's explicit value stands.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: nothing else runs yet: no thread has been started (the
+        // async runtime and ONNX Runtime come later), so no concurrent
+        // getenv can observe the environment mid-update.
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
@@ -180,8 +191,13 @@ fn health(args: HealthArgs) -> ExitCode {
         args.service.as_str()
     };
     match result {
-        Ok(Ok(status)) => {
-            println!("{shown}: {}", status.as_str_name());
+        Ok(Ok((status, reason))) => {
+            // The server's reason goes with the status, so that Docker's
+            // health log (`docker inspect`) says why a container is unhealthy.
+            match reason {
+                Some(reason) => println!("{shown}: {} ({reason})", status.as_str_name()),
+                None => println!("{shown}: {}", status.as_str_name()),
+            }
             if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
                 ExitCode::SUCCESS
             } else {
@@ -202,10 +218,17 @@ fn health(args: HealthArgs) -> ExitCode {
     }
 }
 
+/// The status and, when the server gives one, its reason for it.
 async fn check(
     addr: &str,
     service: &str,
-) -> Result<tonic_health::pb::health_check_response::ServingStatus, String> {
+) -> Result<
+    (
+        tonic_health::pb::health_check_response::ServingStatus,
+        Option<String>,
+    ),
+    String,
+> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("invalid address: {e}"))?;
     let channel = endpoint
@@ -219,5 +242,10 @@ async fn check(
         })
         .await
         .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
-    Ok(response.into_inner().status())
+    let reason = response
+        .metadata()
+        .get_bin(oxserve::HEALTH_REASON_KEY)
+        .and_then(|value| value.to_bytes().ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    Ok((response.into_inner().status(), reason))
 }

@@ -146,6 +146,66 @@ async fn health_command_exit_codes_follow_the_status() {
     assert_eq!(out.status.code(), Some(1), "nothing listens there");
 }
 
+/// `oxserve health` on the inference service once the server at `addr`
+/// answers and has finished loading its models.
+fn settled_health(addr: &str) -> (Output, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = health(addr, INFERENCE_SERVICE);
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !stdout.is_empty() && !stdout.contains("models are loading") {
+            return (out, stdout);
+        }
+        assert!(Instant::now() < deadline, "still loading: {out:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts the binary with strict readiness on `repository`.
+fn serve_strict(repository: &std::path::Path) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "--model-repository"])
+        .arg(repository)
+        .args(["--grpc-address", &addr, "--metrics", "false"])
+        .args(["--strict-readiness", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child, addr }
+}
+
+#[test]
+fn health_says_why_the_server_is_not_serving() {
+    // What Docker's health log shows for a container without models...
+    let empty = tempfile::tempdir().unwrap();
+    let server = serve_strict(empty.path());
+    let (out, stdout) = settled_health(&server.addr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stdout,
+        format!(
+            "inference.GRPCInferenceService: NOT_SERVING (the model repository {} holds no models)",
+            empty.path().display()
+        )
+    );
+    // The process itself is live all the same.
+    assert!(health(&server.addr, "").status.success());
+    drop(server);
+
+    // ... and for one whose model cannot load: which, and why.
+    let server = serve_strict(&test_models());
+    let (out, stdout) = settled_health(&server.addr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout.starts_with(
+            "inference.GRPCInferenceService: NOT_SERVING (model 'broken' version 1 failed to load: "
+        ),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn health_follows_the_servers_own_address_settings() {
     // Defaults given as environment variables, as scripts/serve-examples.sh
@@ -158,6 +218,7 @@ async fn health_follows_the_servers_own_address_settings() {
             .args(["health", "--timeout", "5s"])
             .args(args)
             .env_remove("OXSERVE_GRPC_ADDRESS")
+            .env_remove("OXSERVE_CONFIG")
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap()
@@ -165,11 +226,14 @@ async fn health_follows_the_servers_own_address_settings() {
     // From OXSERVE_GRPC_ADDRESS, with the unspecified host asked on loopback.
     let out = check(&[("OXSERVE_GRPC_ADDRESS", format!("0.0.0.0:{port}"))], &[]);
     assert!(out.status.success(), "{out:?}");
-    // From the server's config file.
+    // From the server's config file, named by the flag or by OXSERVE_CONFIG
+    // (which `oxserve serve` reads too, so one variable serves both).
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("oxserve.toml");
     std::fs::write(&file, format!("grpc_address = \"127.0.0.1:{port}\"\n")).unwrap();
     let out = check(&[], &["--config", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = check(&[("OXSERVE_CONFIG", file.display().to_string())], &[]);
     assert!(out.status.success(), "{out:?}");
     // --addr wins over both.
     let elsewhere = format!("127.0.0.1:{}", free_port());

@@ -363,20 +363,62 @@ impl Repository {
     /// always with relaxed readiness; with strict readiness, only while
     /// every wanted model serves every version it selected.
     pub(crate) fn is_ready(&self) -> bool {
+        self.readiness().is_ok()
+    }
+
+    /// [`Repository::is_ready`], with the reason when not (the health
+    /// service hands it to `oxserve health` and so to Docker's health log).
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         if !self.started.load(Ordering::Acquire) {
-            return false;
+            return Err("models are loading".into());
         }
-        !self.options.strict_readiness
-            || self
-                .read()
-                .values()
-                .filter(|m| m.wanted)
-                .all(ModelEntry::serves_fully)
+        if !self.options.strict_readiness {
+            return Ok(());
+        }
+        let models = self.read();
+        let mut wanted = models.iter().filter(|(_, m)| m.wanted).peekable();
+        if wanted.peek().is_none() && self.options.mode != ControlMode::Explicit {
+            // Nothing to serve is a deployment mistake (an empty or
+            // unmounted model volume) that should stop a roll-out, not pass
+            // its probes. In explicit mode nothing loaded is what was asked.
+            return Err(format!(
+                "the model repository {} holds no models",
+                self.root.display()
+            ));
+        }
+        let mut failures = Vec::new();
+        for (name, model) in wanted.filter(|(_, m)| !m.serves_fully()) {
+            let before = failures.len();
+            if let Some(problem) = &model.problem {
+                failures.push(format!("model '{name}' cannot load: {problem}"));
+            } else if model.versions.is_empty() {
+                failures.push(format!("model '{name}' is not in the model repository"));
+            }
+            for (version, entry) in &model.versions {
+                match (&entry.state, &entry.serving) {
+                    (LoadState::Failed(reason), None) => failures.push(format!(
+                        "model '{name}' version {version} failed to load: {reason}"
+                    )),
+                    (LoadState::Loading, None) => {
+                        failures.push(format!("model '{name}' version {version} is loading"))
+                    }
+                    _ => {}
+                }
+            }
+            if failures.len() == before {
+                failures.push(format!("model '{name}' does not serve every version"));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
     }
 
     /// Tells the health service whether the server is ready now.
     fn update_readiness(&self) {
-        self.health.set_ready(self.is_ready());
+        self.health.set_ready(self.readiness());
     }
 
     /// Drops every loaded version, ending their worker threads once the

@@ -1,9 +1,12 @@
-"""The Dockerfile, checked statically (no Docker engine here): hadolint, then
-the points the image must meet, cross-checked against the workspace
-(`cargo metadata`), requirements.txt, the server's CLI and k8s/."""
+"""The Dockerfiles, checked statically: hadolint, then the points the images
+must meet, cross-checked against the workspace (`cargo metadata`),
+requirements.txt, the server's CLI and k8s/. `Dockerfile` has the CPU image
+(default target) and the example models; `Dockerfile.gpu` the GPU image.
+scripts/build-images.sh and tests/runtime build and run them for real."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
@@ -21,8 +24,11 @@ from dockerfile_parse import DockerfileParser
 from deploy import ROOT, pod_spec, port_of, render, serve_cli, server_container
 
 DOCKERFILE = ROOT / "Dockerfile"
+GPU_DOCKERFILE = ROOT / "Dockerfile.gpu"
+DOCKERFILES = (DOCKERFILE, GPU_DOCKERFILE)
 DOCKERIGNORE = ROOT / ".dockerignore"
-FINAL = ("cpu", "gpu")  # the server images; cpu is the default (last) target
+# The server images, each the default (last) target of its file.
+FINAL = {"cpu": DOCKERFILE, "gpu": GPU_DOCKERFILE}
 BUILD_TOOLS = re.compile(
     r"\b(cargo|rustc|rustup|gcc|g\+\+|cc|clang|make|cmake|pip|pip3|build-essential)\b"
 )
@@ -63,9 +69,11 @@ class Stage:
 
 
 @lru_cache(maxsize=None)
-def parse() -> tuple[dict[str, str], dict[str, Stage], list[str]]:
+def parse(path: Path = DOCKERFILE) -> tuple[dict[str, str], dict[str, Stage], list[str]]:
     """(global ARG defaults, stages by name, stage names in order)."""
-    parser = DockerfileParser(path=str(DOCKERFILE), cache_content=True)
+    # fileobj: given a path, the parser takes any name but "Dockerfile" for
+    # a directory.
+    parser = DockerfileParser(fileobj=io.BytesIO(path.read_bytes()), cache_content=True)
     args: dict[str, str] = {}
     stages: dict[str, Stage] = {}
     order: list[str] = []
@@ -97,8 +105,7 @@ def parse() -> tuple[dict[str, str], dict[str, Stage], list[str]]:
 
 
 def final_stages() -> list[Stage]:
-    _, stages, _ = parse()
-    return [stages[n] for n in FINAL]
+    return [parse(path)[1][name] for name, path in FINAL.items()]
 
 
 def copy_from(stage: Stage) -> list[tuple[str, list[str], str]]:
@@ -112,33 +119,90 @@ def copy_from(stage: Stage) -> list[tuple[str, list[str], str]]:
     return out
 
 
-def test_hadolint():
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(path):
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
         "hadolint"
     )
     if hadolint is None:
         pytest.skip("hadolint not installed (requirements-dev.txt installs it on x86_64 Linux)")
     proc = subprocess.run(
-        [hadolint, "--failure-threshold", "style", str(DOCKERFILE)],
+        [hadolint, "--failure-threshold", "style", str(path)],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_multi_stage_with_cpu_default_and_gpu_target():
-    _, stages, order = parse()
+@pytest.mark.parametrize("name", FINAL)
+def test_multi_stage_with_the_server_image_as_default_target(name):
+    _, stages, order = parse(FINAL[name])
     assert len(order) >= 3
-    assert order[-1] == "cpu", "the default target (last stage) should be the CPU image"
-    assert "gpu" in stages
-    for name, stage in stages.items():
+    assert order[-1] == name, f"the default target (last stage) of {FINAL[name].name} should be {name}"
+    for stage_name, stage in stages.items():
         assert ":" in stage.base or "@" in stage.base or stage.base in stages, (
-            f"{name}: base {stage.base} is neither pinned by tag nor a stage"
+            f"{stage_name}: base {stage.base} is neither pinned by tag nor a stage"
         )
-        assert not stage.base.endswith(":latest"), f"{name}: {stage.base}"
+        assert not stage.base.endswith(":latest"), f"{stage_name}: {stage.base}"
+    assert "example-models" in parse(DOCKERFILE)[1]
 
 
-def test_builder_uses_the_pinned_toolchain():
-    args, stages, _ = parse()
+def needs(stages: dict[str, Stage], target: str) -> set[str]:
+    """The stages `target` is built from (FROM and COPY --from), itself included."""
+    seen, todo = set(), [target]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in stages:
+            continue
+        seen.add(name)
+        todo.append(stages[name].base)
+        todo.extend(source for source, _, _ in copy_from(stages[name]) if source)
+    return seen
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_the_classic_builder_builds_nothing_a_target_does_not_need(path):
+    """Docker's classic builder (no BuildKit, as in Debian's docker.io) builds
+    every stage before the target, in file order, needed or not: such a
+    stage must not run anything (no second compile, no CUDA base for a CPU
+    build). So example-models comes first, and GPU stages live in their own
+    file."""
+    _, stages, order = parse(path)
+    # The targets people build: stages no other stage is built from.
+    used = {n for t in order for n in needs(stages, t) if n != t}
+    targets = [t for t in order if t not in used]
+    assert targets[-1] == order[-1]
+    for target in targets:
+        position = order.index(target)
+        needed = needs(stages, target)
+        for name in order[:position]:
+            if name not in needed:
+                assert not stages[name].values("RUN"), (
+                    f"{path.name}: building {target} also builds {name}, which runs commands"
+                )
+                assert stages[name].base.split(":")[0] in ("busybox", "scratch"), (
+                    f"{path.name}: building {target} also pulls {stages[name].base} for {name}"
+                )
+    assert not any(s.base.startswith("nvidia/") for s in parse(DOCKERFILE)[1].values())
+
+
+def test_the_gpu_file_mirrors_the_cpu_build():
+    """What the two files share stays the same: build arguments, the build
+    stages and the server image's user, ports, entrypoint and HEALTHCHECK."""
+    cpu_args, cpu, _ = parse(DOCKERFILE)
+    gpu_args, gpu, _ = parse(GPU_DOCKERFILE)
+    for arg in ("RUST_VERSION", "ORT_VERSION", "CARGO_CHEF_VERSION", "PYTHON_IMAGE"):
+        assert cpu_args[arg] == gpu_args[arg], arg
+    for name in ("chef", "planner"):
+        assert cpu[name].base == gpu[name].base
+        assert cpu[name].instructions == gpu[name].instructions, name
+    for instruction in ("USER", "WORKDIR", "EXPOSE", "ENTRYPOINT", "CMD"):
+        assert cpu["cpu"].last(instruction) == gpu["gpu"].last(instruction), instruction
+    assert cpu["cpu"].healthcheck_cmd() == gpu["gpu"].healthcheck_cmd()
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_builder_uses_the_pinned_toolchain(path):
+    args, stages, _ = parse(path)
     bases = {s.base for s in stages.values() if s.base.startswith("rust:")}
     assert bases == {f"rust:{args['RUST_VERSION']}-bookworm"}
     workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())
@@ -149,9 +213,26 @@ def test_builder_uses_the_pinned_toolchain():
     )
 
 
+def lineage(stage: Stage) -> list[tuple[str, str]]:
+    """The instructions that make `stage`: those of the stages it is built
+    FROM (in the same file), then its own."""
+    for path in DOCKERFILES:
+        stages = parse(path)[1]
+        if stages.get(stage.name) is stage:
+            chain = [stage]
+            while chain[0].base in stages:
+                chain.insert(0, stages[chain[0].base])
+            return [step for s in chain for step in s.instructions]
+    raise AssertionError(f"{stage.name} is in no Dockerfile")
+
+
 def builder_stages() -> list[Stage]:
-    _, stages, _ = parse()
-    return [s for s in stages.values() if any("cargo build" in v for v in s.values("RUN"))]
+    return [
+        s
+        for path in DOCKERFILES
+        for s in parse(path)[1].values()
+        if any("cargo build" in v for v in s.values("RUN"))
+    ]
 
 
 def test_dependencies_build_in_their_own_layer():
@@ -161,7 +242,7 @@ def test_dependencies_build_in_their_own_layer():
     builders = builder_stages()
     assert builders
     for stage in builders:
-        steps = stage.instructions
+        steps = lineage(stage)
         cook = next(
             (i for i, (ins, v) in enumerate(steps) if ins == "RUN" and "cargo chef cook" in v), None
         )
@@ -196,7 +277,7 @@ def cargo_metadata() -> dict:
 
 
 def test_gpu_variant():
-    args, stages, _ = parse()
+    args, stages, _ = parse(GPU_DOCKERFILE)
     gpu = stages["gpu"]
     assert re.fullmatch(r"nvidia/cuda:13\.[\d.]+-cudnn-runtime-ubuntu[\d.]+", gpu.base), gpu.base
     sources = {s for s, _, _ in copy_from(gpu) if s}
@@ -220,11 +301,12 @@ def test_onnxruntime_pinned_like_requirements():
     args, stages, _ = parse()
     pins = re.findall(r"^onnxruntime==([\d.]+)\s*$", (ROOT / "requirements.txt").read_text(), re.M)
     assert pins == [args["ORT_VERSION"]], f"requirements.txt {pins} vs ORT_VERSION {args['ORT_VERSION']}"
+    assert parse(GPU_DOCKERFILE)[0]["ORT_VERSION"] == args["ORT_VERSION"]
     cpu_ort = [s for s, _, _ in copy_from(stages["cpu"]) if s.startswith("ort")]
     assert len(cpu_ort) == 1
     run = " ".join(stages[cpu_ort[0]].values("RUN"))
     assert '"onnxruntime==${ORT_VERSION}"' in run
-    for stage in (stages[cpu_ort[0]], stages["ort-gpu"]):
+    for stage in (stages[cpu_ort[0]], parse(GPU_DOCKERFILE)[1]["ort-gpu"]):
         run = " ".join(stage.values("RUN"))
         assert "--only-binary=:all:" in run and "--no-deps" in run
         assert 'libonnxruntime.so."${ORT_VERSION}"' in run
@@ -234,7 +316,7 @@ def test_onnxruntime_pinned_like_requirements():
 
 @pytest.mark.parametrize("name", FINAL)
 def test_server_image(name):
-    _, stages, _ = parse()
+    _, stages, _ = parse(FINAL[name])
     stage = stages[name]
     cli = serve_cli()
 
@@ -267,10 +349,12 @@ def test_server_image(name):
         s for s in stages if s.startswith(("builder", "ort"))
     }, "final image copies from something other than the binary and the runtime"
 
-    # HEALTHCHECK runs `oxserve health` on the gRPC port, within its timeout.
+    # HEALTHCHECK runs `oxserve health` within its timeout, on the address
+    # the server takes from its own settings (no --addr: a port moved with
+    # OXSERVE_GRPC_ADDRESS or OXSERVE_CONFIG is followed).
     argv = stage.healthcheck_cmd()
     assert argv[:2] == [entrypoint[0], "health"], argv
-    assert argv[argv.index("--addr") + 1] == f"127.0.0.1:{grpc_default}"
+    assert "--addr" not in argv, f"HEALTHCHECK pins an address: {argv}"
     assert argv[argv.index("--service") + 1] == "inference.GRPCInferenceService"
     options = stage.healthcheck_options()
     inner = argv[argv.index("--timeout") + 1]
@@ -363,8 +447,8 @@ def test_dockerignore_keeps_build_inputs_and_drops_the_rest():
         for target in package["targets"]:
             needed.add(str(Path(target["src_path"]).relative_to(ROOT)))
     needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "proto").rglob("*") if p.is_file()}
-    _, stages, _ = parse()
-    for stage in stages.values():
+    stages = [s for path in DOCKERFILES for s in parse(path)[1].values()]
+    for stage in stages:
         for source, paths, _ in copy_from(stage):
             if source == "" and paths != ["."]:
                 for p in paths:
