@@ -234,9 +234,9 @@ fn decode(c: &mut Criterion) {
     ];
     for (name, spec, req) in cases {
         // Fail loudly if the fixture is wrong rather than time an error path.
-        decode_request(spec, req).expect("benchmark requests are valid");
+        decode_request(spec, req, &[]).expect("benchmark requests are valid");
         group.bench_function(name, |b| {
-            b.iter(|| decode_request(black_box(spec), black_box(req)))
+            b.iter(|| decode_request(black_box(spec), black_box(req), &[]))
         });
     }
     group.finish();
@@ -254,7 +254,7 @@ fn decode(c: &mut Criterion) {
             b.iter(|| {
                 let req =
                     ModelInferRequest::decode(black_box(wire.clone())).expect("encoded just above");
-                decode_request(spec, &req).map(|d| d.inputs.len())
+                decode_request(spec, &req, &[]).map(|d| d.inputs.len())
             })
         });
     }

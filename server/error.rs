@@ -5,6 +5,7 @@
 use tonic::Code;
 
 use crate::scheduler::ExecError;
+use crate::shm::ShmError;
 use crate::tensor::InvalidInput;
 
 /// Why a request could not be answered.
@@ -83,6 +84,10 @@ pub(crate) enum Error {
         /// Version.
         version: String,
     },
+    /// A tensor names a shared memory region that is missing, or a range
+    /// outside it.
+    #[error(transparent)]
+    SharedMemory(#[from] ShmError),
     /// ONNX Runtime failed on a request that passed validation.
     #[error("model '{model}' version {version}: {source}")]
     Inference {
@@ -110,6 +115,7 @@ impl Error {
             Error::Stopped { .. } => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Inference { .. } => Code::Internal,
+            Error::SharedMemory(e) => e.code(),
         }
     }
 }

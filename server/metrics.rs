@@ -55,13 +55,33 @@ pub(crate) mod names {
     pub(crate) const MODEL_STATE: &str = "oxserve_model_state";
 }
 
+/// The transport a request came over: the `protocol` label of the request
+/// counter. Two values, so the label set stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// gRPC (`inference.GRPCInferenceService`).
+    Grpc,
+    /// KServe v2 REST.
+    Http,
+}
+
+impl Protocol {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
 /// Every metric: name, kind, unit and help text, described once.
 const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
     (
         names::REQUESTS,
         Kind::Counter,
         None,
-        "Inference requests answered, by model, version and gRPC code.",
+        "Inference requests answered, by model, version, protocol (grpc or http) and gRPC code.",
     ),
     (
         names::INFERENCES,
@@ -357,8 +377,8 @@ impl Metrics {
 /// Metric handles of one model version; all no-ops when metrics are off.
 pub(crate) struct VersionMetrics {
     owner: Option<(Arc<Metrics>, String, u64)>,
-    /// Request counters by gRPC code, registered on first use.
-    requests: [OnceLock<Counter>; 17],
+    /// Request counters by protocol and gRPC code, registered on first use.
+    requests: [[OnceLock<Counter>; 17]; 2],
     pub(crate) inferences: Counter,
     pub(crate) executions: Counter,
     pub(crate) pending: Gauge,
@@ -398,12 +418,13 @@ impl std::fmt::Debug for VersionMetrics {
 }
 
 impl VersionMetrics {
-    /// The request counter for `code`.
-    pub(crate) fn requests(&self, code: tonic::Code) -> &Counter {
+    /// The request counter for `protocol` and `code`.
+    pub(crate) fn requests(&self, protocol: Protocol, code: tonic::Code) -> &Counter {
         let index = (code as usize).min(16);
-        self.requests[index].get_or_init(|| match &self.owner {
+        self.requests[protocol as usize][index].get_or_init(|| match &self.owner {
             Some((metrics, model, version)) => {
                 let mut labels = Metrics::labels(model, *version);
+                labels.push(Label::new("protocol", protocol.as_str()));
                 labels.push(Label::new("code", code_name(code)));
                 metrics
                     .recorder

@@ -8,37 +8,60 @@
 
 mod deadline;
 
-use std::sync::Arc;
-
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use oxserve_proto::inference::{InferParameter, ModelInferRequest, ModelInferResponse};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::metrics::Protocol;
 use crate::repository::{LoadedVersion, Repository};
 use crate::scheduler::Served;
+use crate::shm::{self, SharedMemory};
 use crate::tensor::{decode_request, encode_outputs};
+use crate::trace::{Outcome, Ran, Timeline, TraceParent, Traces};
 
 pub(crate) use deadline::timeout_parameter;
 
+/// Protocol extensions served, by their Triton names, as every transport's
+/// server metadata lists them (clients and perf_analyzer check the list
+/// before calling them). Not `cuda_shared_memory`: its calls answer, but no
+/// region can be registered.
+pub(crate) const EXTENSIONS: &[&str] = &[
+    "model_configuration",
+    "statistics",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "trace",
+    "logging",
+];
+
 /// What a transport knows of a request before reading its body: when it
-/// arrived, and the client's deadline (gRPC's `grpc-timeout`), if any.
+/// arrived, over which protocol, the client's deadline (gRPC's
+/// `grpc-timeout`), if any, and the caller's trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Arrival {
     /// When the request's headers arrived.
     pub received: Instant,
     /// When the client stops waiting.
     pub deadline: Option<Instant>,
+    /// The transport it came over.
+    pub protocol: Protocol,
+    /// The caller's span (W3C `traceparent`), if it sent one.
+    pub trace: Option<TraceParent>,
 }
 
 impl Arrival {
-    /// A request arriving now, without a client deadline.
-    pub(crate) fn now() -> Arrival {
+    /// A request arriving now over `protocol`, without a client deadline or
+    /// trace context.
+    pub(crate) fn now(protocol: Protocol) -> Arrival {
         Arrival {
             received: Instant::now(),
             deadline: None,
+            protocol,
+            trace: None,
         }
     }
 }
@@ -48,21 +71,47 @@ impl Arrival {
 pub(crate) struct Inference {
     repository: Arc<Repository>,
     served_by: Arc<str>,
+    shm: Arc<SharedMemory>,
+    traces: Arc<Traces>,
+    /// The most bytes one input may take from shared memory: the same
+    /// bound a message carrying them would have.
+    max_input_bytes: usize,
 }
 
 impl Inference {
     /// The core answering from `repository`, naming itself `served_by` in
-    /// every response (the pod or host name: which replica answered).
-    pub(crate) fn new(repository: Arc<Repository>, served_by: &str) -> Inference {
+    /// every response (the pod or host name: which replica answered),
+    /// reading and writing tensors in `shm` when requests name a region,
+    /// and recording spans in `traces`.
+    pub(crate) fn new(
+        repository: Arc<Repository>,
+        served_by: &str,
+        shm: Arc<SharedMemory>,
+        traces: Arc<Traces>,
+        max_input_bytes: usize,
+    ) -> Inference {
         Inference {
             repository,
             served_by: served_by.into(),
+            shm,
+            traces,
+            max_input_bytes,
         }
     }
 
     /// The repository the core answers from.
     pub(crate) fn repository(&self) -> &Arc<Repository> {
         &self.repository
+    }
+
+    /// The registered shared memory regions.
+    pub(crate) fn shared_memory(&self) -> &Arc<SharedMemory> {
+        &self.shm
+    }
+
+    /// The trace settings and exporter.
+    pub(crate) fn traces(&self) -> &Arc<Traces> {
+        &self.traces
     }
 
     /// Answers one inference request. It is counted once in its version's
@@ -81,13 +130,21 @@ impl Inference {
             version = tracing::field::Empty,
             id = %request.id,
         );
-        async {
+        // Only a traced request pays for keeping these.
+        let names = self
+            .traces
+            .recording()
+            .then(|| (request.model_name.clone(), request.id.clone()));
+        let mut timeline = Timeline::new(arrival.received);
+        let mut version = None;
+        let result = async {
             let loaded = self
                 .repository
                 .get(&request.model_name, &request.model_version)?;
+            version = Some(loaded.version);
             tracing::Span::current().record("version", loaded.version);
-            let record = loaded.stats.begin(arrival.received);
-            let result = run(&loaded, request, arrival, &self.served_by).await;
+            let record = loaded.stats.begin(arrival.received, arrival.protocol);
+            let result = self.run(&loaded, request, arrival, &mut timeline).await;
             match &result {
                 Ok(_) => record.succeeded(),
                 Err(error) => {
@@ -106,44 +163,72 @@ impl Inference {
             result
         }
         .instrument(span)
-        .await
+        .await;
+        if let Some((model, id)) = names {
+            timeline.answered = Some(Instant::now());
+            let outcome = Outcome {
+                protocol: arrival.protocol.as_str(),
+                model: &model,
+                version,
+                id: &id,
+                error: result.as_ref().err().map(|e| (e.code(), e.to_string())),
+            };
+            self.traces
+                .record(arrival.trace.as_ref(), &timeline, &outcome);
+        }
+        result
     }
-}
 
-/// Validates, queues and answers `request` on `loaded` before its deadline.
-async fn run(
-    loaded: &LoadedVersion,
-    request: ModelInferRequest,
-    arrival: Arrival,
-    served_by: &str,
-) -> Result<ModelInferResponse, Error> {
-    let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
-    let deadline = loaded.deadline(arrival.received, arrival.deadline, timeout);
-    let work = async {
-        let decoded = decode_request(&loaded.spec, &request)?;
-        loaded.infer(decoded).await
-    };
-    let served = match deadline {
-        None => work.await?,
-        // Whatever stage the request is in when the deadline passes, this
-        // answers; a request still queued leaves the queue unexecuted.
-        Some(deadline) => tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| Error::DeadlineExceeded {
-                model: loaded.model.clone(),
-                version: loaded.version.to_string(),
-            })??,
-    };
-    let parameters = timing_parameters(&served, served_by);
-    let (outputs, raw_output_contents) = encode_outputs(served.output);
-    Ok(ModelInferResponse {
-        model_name: loaded.model.clone(),
-        model_version: loaded.version.to_string(),
-        id: request.id,
-        parameters,
-        outputs,
-        raw_output_contents,
-    })
+    /// Validates, queues and answers `request` on `loaded` before its
+    /// deadline, stamping `timeline` as it goes.
+    async fn run(
+        &self,
+        loaded: &LoadedVersion,
+        request: ModelInferRequest,
+        arrival: Arrival,
+        timeline: &mut Timeline,
+    ) -> Result<ModelInferResponse, Error> {
+        let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
+        let deadline = loaded.deadline(arrival.received, arrival.deadline, timeout);
+        let external = shm::input_refs(&self.shm, &request, self.max_input_bytes)?;
+        let to_shm = shm::output_refs(&self.shm, &request)?;
+        let work = async {
+            let decoded = decode_request(&loaded.spec, &request, &external)?;
+            drop(external);
+            timeline.queued = Some(Instant::now());
+            loaded.infer(decoded).await
+        };
+        let served = match deadline {
+            None => work.await?,
+            // Whatever stage the request is in when the deadline passes, this
+            // answers; a request still queued leaves the queue unexecuted.
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .map_err(|_| Error::DeadlineExceeded {
+                    model: loaded.model.clone(),
+                    version: loaded.version.to_string(),
+                })??,
+        };
+        timeline.ran = Some(Ran {
+            waited: served.queued,
+            compute: served.times.input + served.times.infer + served.times.output,
+            batch_rows: served.batch_rows,
+            instance: served.instance,
+        });
+        let parameters = timing_parameters(&served, &self.served_by);
+        let (mut outputs, mut raw_output_contents) = encode_outputs(served.output);
+        if !to_shm.is_empty() {
+            to_shm.write(&mut outputs, &mut raw_output_contents)?;
+        }
+        Ok(ModelInferResponse {
+            model_name: loaded.model.clone(),
+            model_version: loaded.version.to_string(),
+            id: request.id,
+            parameters,
+            outputs,
+            raw_output_contents,
+        })
+    }
 }
 
 /// Response parameter names, documented in docs/clients.md.
