@@ -146,6 +146,9 @@ async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
         1.0
     );
     assert!(value(&m, "process_resident_memory_bytes") > 1e6);
+    // CPU time to the microsecond, not in whole seconds.
+    let cpu = value(&m, "process_cpu_seconds_total");
+    assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");
     assert!(
         body.contains("# HELP oxserve_queue_duration_seconds"),
         "described once with help text"

@@ -345,6 +345,16 @@ async fn errors_carry_the_status_of_their_grpc_code() {
     .await;
     assert_eq!(malformed.status, 400);
     assert!(malformed.json()["error"].is_string());
+    // This process's logging is not oxserve's (no init_logging): log
+    // settings say so rather than pretend.
+    let logging = rest_get(a, "/v2/logging").await;
+    assert_eq!(logging.status, 400);
+    assert!(
+        logging.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not set up by oxserve")
+    );
     let nowhere = rest_get(a, "/v3/models").await;
     assert_eq!(nowhere.status, 404);
     assert!(nowhere.json()["error"].is_string());

@@ -219,6 +219,39 @@ impl IntoResponse for RestError {
 mod tests {
     use super::*;
 
+    /// REST readiness is the same `Health` as gRPC's: off before models
+    /// load, on once they have, off for good once draining begins.
+    #[tokio::test]
+    async fn readiness_follows_health_and_turns_off_when_draining() {
+        let empty = std::env::temp_dir();
+        let defaults = crate::Config::default().model_defaults();
+        let repository =
+            Arc::new(crate::repository::Repository::discover(&empty, &defaults).unwrap());
+        let core = Inference::new(
+            repository,
+            "test",
+            crate::shm::SharedMemory::new(),
+            crate::trace::Traces::new(None, 1.0).unwrap(),
+            1024,
+        );
+        let health = Health::new();
+        let rest = Rest {
+            core,
+            health: Arc::clone(&health),
+        };
+        let status = |rest: &Rest| {
+            let rest = rest.clone();
+            async move { admin::ready(axum::extract::State(rest)).await.status() }
+        };
+        assert_eq!(status(&rest).await, StatusCode::BAD_REQUEST);
+        health.set_ready(true);
+        assert_eq!(status(&rest).await, StatusCode::OK);
+        health.shutting_down();
+        assert_eq!(status(&rest).await, StatusCode::BAD_REQUEST);
+        health.set_ready(true);
+        assert_eq!(status(&rest).await, StatusCode::BAD_REQUEST);
+    }
+
     #[test]
     fn every_code_has_an_http_status() {
         let expected = [

@@ -23,6 +23,8 @@ use metrics_exporter_prometheus::{
 };
 use tokio::net::TcpListener;
 
+mod process;
+
 /// Metric names, with the Triton metric each corresponds to (docs/metrics.md).
 pub(crate) mod names {
     /// Requests answered, by gRPC code (`nv_inference_request_success` /
@@ -194,7 +196,6 @@ impl Drop for AbortOnDrop {
 pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    process: metrics_process::Collector,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,14 +223,8 @@ impl Metrics {
                 Kind::Histogram => recorder.describe_histogram(name, unit, help),
             }
         }
-        let process = metrics_process::Collector::default();
-        metrics::with_local_recorder(&recorder, || process.describe());
         let handle = recorder.handle();
-        Arc::new(Metrics {
-            recorder,
-            handle,
-            process,
-        })
+        Arc::new(Metrics { recorder, handle })
     }
 
     fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -305,8 +300,9 @@ impl Metrics {
 
     /// The exposition text, with process metrics sampled now.
     pub(crate) fn render(&self) -> String {
-        metrics::with_local_recorder(&self.recorder, || self.process.collect());
-        self.handle.render()
+        let mut text = self.handle.render();
+        process::render(&mut text);
+        text
     }
 
     /// Serves `GET /metrics` on `listener` until the task is dropped.
