@@ -294,7 +294,10 @@ fn respond(response: ModelInferResponse, binary: &BinaryOutputs) -> Result<Respo
             "shape": output.shape,
         });
         if output.parameters.contains_key(SHARED_MEMORY_REGION) {
-            // Written to the region; nothing travels in the response.
+            // Written to the region: nothing travels in the response, and
+            // no parameters either, as Triton answers (perf_analyzer reads
+            // an output's parameters as binary data when they are there).
+            parameters.clear();
         } else if binary.wants(&output.name) {
             parameters.insert(BINARY_DATA_SIZE.into(), Value::from(raw.len()));
             tail.push(raw.clone());
