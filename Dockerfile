@@ -13,10 +13,11 @@
 #   docker build --target example-models -t oxserve-example-models:0.1.0 .
 #
 # The server images run as UID/GID 10001 with a read-only root file system in
-# mind: they write nothing. gRPC listens on 8001, Prometheus metrics on 8002.
+# mind: they write nothing. gRPC listens on 8001, REST on 8000, Prometheus
+# metrics on 8002.
 # Models are read from /models (the default `model_repository`): mount the
 # repository there read-only, e.g.
-#   docker run --rm -p 8001:8001 -v "$PWD/examples/models:/models:ro" oxserve:0.1.0
+#   docker run --rm -p 8000:8000 -p 8001:8001 -v "$PWD/examples/models:/models:ro" oxserve:0.1.0
 # Settings: `--config FILE`, OXSERVE_* variables or flags (`oxserve serve --help`).
 
 ARG RUST_VERSION=1.95
@@ -117,7 +118,7 @@ LABEL org.opencontainers.image.title="oxserve" \
       io.oxserve.onnxruntime="onnxruntime-gpu==${ORT_VERSION}"
 USER 10001:10001
 WORKDIR /
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=3s --start-period=300s --retries=3 \
   CMD ["/opt/oxserve/bin/oxserve", "health", "--addr", "127.0.0.1:8001", "--service", "inference.GRPCInferenceService", "--timeout", "2s"]
 ENTRYPOINT ["/opt/oxserve/bin/oxserve"]
@@ -141,7 +142,7 @@ LABEL org.opencontainers.image.title="oxserve" \
       io.oxserve.onnxruntime="onnxruntime==${ORT_VERSION}"
 USER 10001:10001
 WORKDIR /
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # Docker's single health status answers "may I send inference traffic?", so
 # it asks about readiness. Kubernetes ignores HEALTHCHECK and uses the gRPC
 # probes in k8s/base/deployment.yaml instead.
