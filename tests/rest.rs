@@ -420,3 +420,23 @@ async fn a_rest_request_in_flight_at_shutdown_is_answered() {
     assert_eq!(answer.status, 200, "{}", answer.json());
     server.join().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_body_over_the_message_limit_is_refused_before_it_is_read() {
+    let server = start(oxserve::Config {
+        max_message_size: 4096,
+        ..config(&test_models())
+    })
+    .await;
+    let answer = rest(
+        server.http_addr,
+        "POST",
+        "/v2/models/identity_fp32/infer",
+        &[],
+        vec![b' '; 8192],
+    )
+    .await;
+    assert_eq!(answer.status, 413);
+    assert!(answer.json()["error"].is_string());
+    server.stop().await.unwrap();
+}

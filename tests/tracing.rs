@@ -72,6 +72,7 @@ const TRACE_GRPC: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACE_HTTP: &str = "0af7651916cd43dd8448eb211c80319c";
 const TRACE_UNSAMPLED: &str = "11111111111111111111111111111111";
 const TRACE_OFF: &str = "22222222222222222222222222222222";
+const TRACE_ERROR: &str = "33333333333333333333333333333333";
 const CALLER: &str = "00f067aa0ba902b7";
 
 fn request() -> ModelInferRequest {
@@ -142,6 +143,18 @@ async fn spans_reach_the_collector_as_children_of_the_callers_span() {
 
     call_grpc(&mut client, TRACE_GRPC, "01").await;
     call_grpc(&mut client, TRACE_UNSAMPLED, "00").await;
+    // A request that fails validation: its span says so, and it has only
+    // the stage it reached.
+    let mut bad = tonic::Request::new(ModelInferRequest {
+        raw_input_contents: vec![vec![0u8; 3].into()],
+        ..request()
+    });
+    bad.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ERROR}-{CALLER}-01").parse().unwrap(),
+    );
+    let e = client.model_infer(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
     // Without a traceparent, the ratio (0) decides.
     client.model_infer(request()).await.unwrap();
     let traceparent = format!("00-{TRACE_HTTP}-{CALLER}-01");
@@ -167,7 +180,7 @@ async fn spans_reach_the_collector_as_children_of_the_callers_span() {
         spans.iter().map(|s| hex(&s.trace_id)).collect();
     assert_eq!(
         traces,
-        [TRACE_GRPC, TRACE_HTTP]
+        [TRACE_GRPC, TRACE_HTTP, TRACE_ERROR]
             .iter()
             .map(|t| t.to_string())
             .collect(),
@@ -202,6 +215,10 @@ async fn spans_reach_the_collector_as_children_of_the_callers_span() {
             attribute(root, "oxserve.model"),
             Some(Value::StringValue("identity_fp32".into()))
         );
+        assert_eq!(
+            attribute(root, "oxserve.code"),
+            Some(Value::StringValue("OK".into()))
+        );
         let mut stages: Vec<&str> = of_trace
             .iter()
             .filter(|s| s.name != "infer")
@@ -233,4 +250,20 @@ async fn spans_reach_the_collector_as_children_of_the_callers_span() {
             Some(Value::IntValue(1))
         );
     }
+
+    let failed: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE_ERROR)
+        .collect();
+    let mut names: Vec<&str> = failed.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["infer", "receive"]);
+    let root = failed.iter().find(|s| s.name == "infer").unwrap();
+    let status = root.status.as_ref().unwrap();
+    assert_eq!(status.code, 2, "ERROR");
+    assert!(
+        status.message.contains("Expected 4 bytes, got 3"),
+        "{}",
+        status.message
+    );
 }

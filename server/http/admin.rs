@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tonic::Code;
 
-use super::{Rest, RestError};
+use super::{Body, Rest, RestError};
 use crate::inference::EXTENSIONS;
 use crate::logging::{self, LogSettings, LogValue};
 use crate::model_config::PLATFORM;
@@ -218,7 +218,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RestError> {
 pub(super) async fn shm_register(
     State(rest): State<Rest>,
     Path(name): Path<String>,
-    bytes: bytes::Bytes,
+    Body(bytes): Body,
 ) -> Answer {
     let r: Register = body(&bytes)?;
     rest.core
@@ -279,7 +279,7 @@ pub(super) async fn log_settings() -> Answer {
     ok(log_json(logging::settings().map_err(log_error)?))
 }
 
-pub(super) async fn update_log_settings(bytes: bytes::Bytes) -> Answer {
+pub(super) async fn update_log_settings(Body(bytes): Body) -> Answer {
     let changes: Map<String, Value> = body(&bytes)?;
     let mut settings = LogSettings::new();
     for (name, value) in changes {
@@ -371,7 +371,7 @@ pub(super) async fn trace_settings(State(rest): State<Rest>) -> Answer {
     ok(trace_json(rest.core.traces().settings()))
 }
 
-pub(super) async fn update_trace_settings(State(rest): State<Rest>, bytes: bytes::Bytes) -> Answer {
+pub(super) async fn update_trace_settings(State(rest): State<Rest>, Body(bytes): Body) -> Answer {
     update_traces(&rest, "", &bytes)
 }
 
@@ -387,7 +387,7 @@ pub(super) async fn model_trace_settings(
 pub(super) async fn update_model_trace_settings(
     State(rest): State<Rest>,
     Path(model): Path<String>,
-    bytes: bytes::Bytes,
+    Body(bytes): Body,
 ) -> Answer {
     update_traces(&rest, &model, &bytes)
 }

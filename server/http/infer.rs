@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::json::{Data, parameter, parameter_json, read_data};
-use super::{Rest, RestError};
+use super::{Body, Rest, RestError};
 use crate::inference::Arrival;
 use crate::tensor::DataType;
 
@@ -77,7 +77,7 @@ pub(super) async fn infer(
     Path(model): Path<String>,
     Extension(arrival): Extension<Arrival>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     answer(rest, model, String::new(), arrival, &headers, body).await
 }
@@ -87,7 +87,7 @@ pub(super) async fn infer_version(
     Path((model, version)): Path<(String, String)>,
     Extension(arrival): Extension<Arrival>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     answer(rest, model, version, arrival, &headers, body).await
 }
@@ -278,6 +278,30 @@ fn parse(
     Ok((request, binary))
 }
 
+/// The response's JSON, written straight from the response (numbers keep
+/// their own type's shortest form: an FP32 0.1 is written `0.1`).
+#[derive(serde::Serialize)]
+struct ResponseJson<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Map<String, Value>>,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OutputJson<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+}
+
 /// The response: JSON, then the binary outputs, if any.
 fn respond(response: ModelInferResponse, binary: &BinaryOutputs) -> Result<Response, RestError> {
     let mut tail: Vec<Bytes> = Vec::new();
@@ -288,11 +312,7 @@ fn respond(response: ModelInferResponse, binary: &BinaryOutputs) -> Result<Respo
             .iter()
             .map(|(k, v)| (k.clone(), parameter_json(v)))
             .collect();
-        let mut entry = serde_json::json!({
-            "name": output.name,
-            "datatype": output.datatype,
-            "shape": output.shape,
-        });
+        let mut data = None;
         if output.parameters.contains_key(SHARED_MEMORY_REGION) {
             // Written to the region: nothing travels in the response, and
             // no parameters either, as Triton answers (perf_analyzer reads
@@ -308,34 +328,32 @@ fn respond(response: ModelInferResponse, binary: &BinaryOutputs) -> Result<Respo
                     format!("output '{}' has an unknown datatype", output.name),
                 )
             })?;
-            let data = Data { datatype, raw };
-            data.check()
+            let json = Data { datatype, raw };
+            json.check()
                 .map_err(|e| RestError::bad_request(format!("output '{}': {e}", output.name)))?;
-            entry["data"] = serde_json::to_value(&data)
-                .map_err(|e| RestError::new(tonic::Code::Internal, e.to_string()))?;
+            data = Some(json);
         }
-        if !parameters.is_empty() {
-            entry["parameters"] = Value::Object(parameters);
-        }
-        outputs.push(entry);
+        outputs.push(OutputJson {
+            name: &output.name,
+            datatype: &output.datatype,
+            shape: &output.shape,
+            parameters: (!parameters.is_empty()).then_some(parameters),
+            data,
+        });
     }
-    let mut body = serde_json::json!({
-        "model_name": response.model_name,
-        "model_version": response.model_version,
-        "outputs": outputs,
-    });
-    if !response.id.is_empty() {
-        body["id"] = Value::from(response.id);
-    }
-    if !response.parameters.is_empty() {
-        body["parameters"] = Value::Object(
+    let body = ResponseJson {
+        model_name: &response.model_name,
+        model_version: &response.model_version,
+        id: (!response.id.is_empty()).then_some(&response.id),
+        parameters: (!response.parameters.is_empty()).then(|| {
             response
                 .parameters
                 .iter()
                 .map(|(k, v)| (k.clone(), parameter_json(v)))
-                .collect(),
-        );
-    }
+                .collect()
+        }),
+        outputs,
+    };
     let json = serde_json::to_vec(&body)
         .map_err(|e| RestError::new(tonic::Code::Internal, e.to_string()))?;
     let json_length = json.len();

@@ -215,6 +215,26 @@ impl IntoResponse for RestError {
     }
 }
 
+/// A request body, read whole (up to the body limit). A body that cannot
+/// be read (too large: 413; the connection broke) is answered in the
+/// protocol's JSON shape, with the status of that transport failure:
+/// these are not the core's errors and have no gRPC code.
+pub(crate) struct Body(pub(crate) bytes::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Body, Response> {
+        match bytes::Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) => {
+                let body = serde_json::json!({ "error": rejection.body_text() });
+                Err((rejection.status(), axum::Json(body)).into_response())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -432,7 +432,7 @@ impl VersionMetrics {
 }
 
 /// The gRPC code as Prometheus label value, in the protocol's spelling.
-fn code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

@@ -19,6 +19,7 @@ use opentelemetry_sdk::trace::SdkTracer;
 use tokio::time::Instant;
 
 use super::TraceParent;
+use crate::metrics::code_name;
 
 /// When a request reached each stage; stamped whether or not it is traced
 /// (a few `Instant`s: nothing is allocated).
@@ -163,12 +164,14 @@ pub(super) fn record(
         stage("respond", executed, answered, Vec::new());
     }
     let span = cx.span();
+    // The core's answer as its gRPC code name, whatever the transport (a
+    // REST status is derived from it).
     match &outcome.error {
         Some((code, message)) => {
-            span.set_attribute(KeyValue::new("rpc.grpc.status_code", *code as i64));
+            span.set_attribute(KeyValue::new("oxserve.code", code_name(*code)));
             span.set_status(Status::error(message.clone()));
         }
-        None => span.set_attribute(KeyValue::new("rpc.grpc.status_code", 0i64)),
+        None => span.set_attribute(KeyValue::new("oxserve.code", "OK")),
     }
     span.end_with_timestamp(clock.at(answered));
 }
