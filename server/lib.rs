@@ -258,6 +258,7 @@ pub async fn run(
 #[doc(hidden)]
 pub mod internals {
     pub use crate::backend::{Instance, SessionOptions, environment};
+    pub use crate::inference::timing_parameters;
     pub use crate::scheduler::{
         BatchPolicy, ComputeTimes, Decision, ExecError, Executed, Executor, Observer, Queue,
         Queued, Scheduler, SchedulerError, Served, SlotId, Ticket, Unobserved, Waiting,

@@ -247,7 +247,10 @@ pub(crate) mod parameters {
 }
 
 /// Where a request's time went, and who served it, as response parameters.
-fn timing_parameters<O>(served: &Served<O>, served_by: &str) -> HashMap<String, InferParameter> {
+pub fn timing_parameters<O>(
+    served: &Served<O>,
+    served_by: &str,
+) -> HashMap<String, InferParameter> {
     let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let times = &served.times;
     HashMap::from([
