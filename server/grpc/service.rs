@@ -270,7 +270,9 @@ impl GrpcInferenceService for InferenceService {
         use trace_setting_response::SettingValue;
         let r = request.into_inner();
         let traces = self.core.traces();
-        let settings = if r.settings.is_empty() && r.model_name.is_empty() {
+        // A read, for the server or a model: the server's settings (none
+        // are kept per model). A change goes through `update`.
+        let settings = if r.settings.is_empty() {
             traces.settings()
         } else {
             let changes = r

@@ -130,14 +130,18 @@ impl Region {
     /// A copy of `size` bytes from `offset` in the region.
     pub(crate) fn read(&self, offset: u64, size: u64) -> Result<Bytes, ShmError> {
         let (start, len) = self.range(offset, size)?;
-        let mut out = vec![0u8; len];
+        // Not zeroed first: for a tensor of megabytes, zeroing costs as much
+        // as the copy itself.
+        let mut out = Vec::<u8>::with_capacity(len);
         // SAFETY: `start + len <= byte_size`, the mapping's length (checked
         // by `range`), so the source lies inside the live mapping `self`
-        // owns; `out` is a separate allocation of `len` bytes. The bytes
-        // are copied, never referenced, so another process writing the
-        // region at the same time changes at worst the values copied.
+        // owns; `out` is a separate allocation with room for `len` bytes,
+        // all of which the copy initialises before `set_len` exposes them.
+        // The bytes are copied, never referenced, so another process writing
+        // the region at the same time changes at worst the values copied.
         unsafe {
             std::ptr::copy_nonoverlapping(self.map.as_ptr().add(start), out.as_mut_ptr(), len);
+            out.set_len(len);
         }
         Ok(Bytes::from(out))
     }
