@@ -70,6 +70,21 @@ async fn health_and_metadata() {
     assert!(config["max_batch_size"].is_number(), "{config}");
     assert!(config["input"][0]["dims"][0].is_number(), "{config}");
 
+    // HTTP/2 without TLS (prior knowledge) is served too.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let response = h2
+        .request(
+            http::Request::get(format!("http://{a}/v2/health/ready"))
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+
     let stats = rest_get(a, "/v2/models/add_sub/stats").await;
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json()["model_stats"][0]["name"], "add_sub");
