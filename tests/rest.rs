@@ -201,6 +201,38 @@ async fn json_and_binary_tensors_give_the_same_answer_as_grpc() {
     assert!(head["outputs"][0].get("data").is_none(), "{head}");
     assert!(head["outputs"][1]["data"].is_array(), "{head}");
     assert_eq!(&answer.body[json_length..], &f32_bytes(&grpc_sum)[..]);
+
+    // "binary_data_output": every output after the JSON, in output order;
+    // binary bytes left over after the inputs are an error.
+    let every = post_json(
+        server.http_addr,
+        "/v2/models/add_sub/infer",
+        json!({"parameters": {"binary_data_output": true}, "inputs": [
+            {"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": a},
+            {"name": "INPUT1", "shape": [1, 16], "datatype": "FP32", "data": b}
+        ]}),
+    )
+    .await;
+    assert_eq!(every.status, 200);
+    let json_length: usize = every.headers["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(every.body.len(), json_length + 2 * 64);
+    let mut extra = header.clone();
+    extra.extend(f32_bytes(&a));
+    extra.extend([0u8; 3]);
+    let answer = rest(
+        server.http_addr,
+        "POST",
+        "/v2/models/add_sub/infer",
+        &[("inference-header-content-length", &length)],
+        extra,
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.json()["error"].as_str().unwrap().contains("3 bytes"));
     server.stop().await.unwrap();
 }
 
