@@ -267,3 +267,29 @@ async fn spans_reach_the_collector_as_children_of_the_callers_span() {
         status.message
     );
 }
+
+#[tokio::test]
+async fn a_collector_that_is_down_costs_spans_not_requests() {
+    // Nothing listens on this port: bind one, then let it go.
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let server = start(oxserve::Config {
+        otlp_endpoint: Some(format!("http://{closed}")),
+        ..config(&test_models())
+    })
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GrpcInferenceServiceClient::new(channel);
+    for _ in 0..3 {
+        call_grpc(&mut client, TRACE_GRPC, "01").await;
+    }
+    // The server still stops (the last spans are given up on, not waited
+    // for without end).
+    server.stop().await.unwrap();
+}

@@ -26,6 +26,9 @@ pub(crate) use parent::{TRACEPARENT, TraceParent};
 pub(crate) use settings::TraceSettings;
 pub(crate) use spans::{Outcome, Ran, Timeline};
 
+/// How long the last spans may take to reach the collector at shutdown.
+const FLUSH_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why traces cannot be exported.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot export traces to '{endpoint}': {reason}")]
@@ -100,11 +103,13 @@ impl Traces {
         }
     }
 
-    /// Sends every finished span to the collector and stops the exporter.
-    /// Blocking: call it on a blocking thread.
+    /// Sends every finished span to the collector and stops the exporter,
+    /// waiting at most a few seconds: a collector that is down must not
+    /// hold the process after its drain. Blocking: call it on a blocking
+    /// thread.
     pub(crate) fn shutdown(&self) {
         if let Some((provider, _)) = &self.export
-            && let Err(e) = provider.shutdown()
+            && let Err(e) = provider.shutdown_with_timeout(FLUSH_AT_SHUTDOWN)
         {
             tracing::warn!("traces not all exported at shutdown: {e}");
         }
