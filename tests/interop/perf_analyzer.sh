@@ -40,4 +40,18 @@ for protocol in http grpc; do
     fi
   done
 done
+# --trace-* goes through TraceSetting (the server keeps no trace file; the
+# level and rate are its OpenTelemetry sampling).
+log=$(mktemp "${TMPDIR:-/tmp}/oxserve-pa.XXXXXX")
+if "$pa" -m mlp -u "$grpc" -i grpc --trace-level TIMESTAMPS --trace-rate 1000 \
+    --concurrency-range 1 --measurement-mode count_windows \
+    --measurement-request-count 50 -s 1000 --max-trials 3 >"$log" 2>&1 \
+    && grep -q "Successful request count" "$log"; then
+  echo "perf_analyzer -i grpc --trace-level TIMESTAMPS --trace-rate 1000: ok"
+else
+  echo "perf_analyzer -i grpc --trace-level TIMESTAMPS --trace-rate 1000: FAILED"
+  cat "$log"
+  failed=1
+fi
+rm -f "$log"
 exit $failed
