@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use oxserve::internals::{DecodedRequest, Instance, SessionOptions, Tensor, environment};
+use oxserve::internals::{
+    DecodedRequest, Instance, Memory, ModelSource, SessionOptions, Tensor, Threads, environment,
+};
 use serde::Serialize;
 
 use common::{Rng, median, random_raw};
@@ -72,6 +74,13 @@ struct Args {
     /// request of N rows.
     #[arg(long)]
     split: bool,
+    /// Let idle intra-op threads spin (the server's default is not to).
+    #[arg(long)]
+    spinning: bool,
+    /// Keep the arena's memory after each run (the server's default is to
+    /// shrink it).
+    #[arg(long)]
+    no_shrink: bool,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
@@ -230,14 +239,28 @@ fn measure(
 fn run(args: &Args) -> Result<Report, String> {
     let path = model_path(args)?;
     let env = environment(None).map_err(|e| e.to_string())?;
+    let defaults = SessionOptions::default();
     let options = SessionOptions {
-        intra_op_threads: args.intra_op_threads,
-        ..SessionOptions::default()
+        threads: Threads {
+            intra_op: args.intra_op_threads,
+            spinning: args.spinning,
+            ..defaults.threads.clone()
+        },
+        memory: Memory {
+            shrink_after_run: !args.no_shrink,
+            ..defaults.memory.clone()
+        },
+        ..defaults
     };
     let mut instances = (0..args.instances.max(1))
         .map(|_| {
-            let (mut instance, _) =
-                Instance::load(&env, &args.model, &path, &options).map_err(|e| e.to_string())?;
+            let (mut instance, _) = Instance::load(
+                &env,
+                &args.model,
+                &ModelSource::File(path.clone()),
+                &options,
+            )
+            .map_err(|e| e.to_string())?;
             instance.warm_up().map_err(|e| e.to_string())?;
             Ok(instance)
         })

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use oxserve::internals::{
     BatchPolicy, ComputeTimes, DataType, Decision, ExecError, Executed, Executor, ModelSpec, Queue,
-    Scheduler, Served, Tensor, TensorSpec, Unobserved, Waiting, decode_request, encode_outputs,
-    timing_parameters,
+    Scheduler, SchedulerSettings, Served, Tensor, TensorSpec, Unobserved, Waiting, decode_request,
+    encode_outputs, timing_parameters,
 };
 use oxserve_proto::inference::model_infer_request::InferInputTensor;
 use oxserve_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
@@ -36,12 +36,10 @@ use common::{Rng, random_raw};
 fn queue(len: usize, keys: u64) -> Vec<Waiting> {
     let now = Instant::now();
     (0..len as u64)
-        .map(|i| Waiting {
-            rows: 1,
+        .map(|i| {
             // FP32, rank 2, one of `keys` non-batch sizes: the shape of a
             // real key for a one-input model.
-            key: vec![11, 2, 784 + i % keys].into_boxed_slice(),
-            enqueued: now,
+            Waiting::new(1, vec![11, 2, 784 + i % keys].into_boxed_slice(), now)
         })
         .collect()
 }
@@ -84,7 +82,7 @@ impl Executor for Idle {
     type Job = u32;
     type Output = ();
 
-    fn execute(&mut self, _: &[&u32]) -> Result<Executed<()>, ExecError> {
+    fn execute(&mut self, _: &[&u32], _: usize) -> Result<Executed<()>, ExecError> {
         Err(ExecError("never runs".into()))
     }
 }
@@ -98,20 +96,23 @@ fn overload(c: &mut Criterion) {
         let scheduler = Scheduler::<u32, ()>::start::<Idle>(
             "bench",
             Vec::new(),
-            BatchPolicy::unbatched(),
-            len,
+            SchedulerSettings {
+                policy: BatchPolicy::unbatched(),
+                capacities: vec![len],
+                auto: None,
+            },
             Arc::new(Unobserved),
         )
         .expect("no threads to start");
         let tickets: Vec<_> = (0..len as u32)
             .map(|i| {
                 scheduler
-                    .submit(i, 1, Box::new([0]))
+                    .submit(i, 1, Box::new([0]), 0, None)
                     .expect("below capacity")
             })
             .collect();
         group.bench_with_input(BenchmarkId::new("reject_when_full", len), &len, |b, _| {
-            b.iter(|| scheduler.submit(0, 1, Box::new([0])).is_err())
+            b.iter(|| scheduler.submit(0, 1, Box::new([0]), 0, None).is_err())
         });
         drop(tickets);
 
@@ -123,13 +124,9 @@ fn overload(c: &mut Criterion) {
             max_queue_delay: Duration::ZERO,
         };
         let mut queue = Queue::default();
-        let waiting = || Waiting {
-            rows: 1,
-            key: Box::new([0]),
-            enqueued: Instant::now(),
-        };
+        let waiting = || Waiting::new(1, Box::new([0]), Instant::now());
         for i in 0..len as u32 {
-            queue.push(waiting(), i);
+            queue.push(0, waiting(), i);
         }
         group.bench_with_input(BenchmarkId::new("form_batch_of_64", len), &len, |b, _| {
             b.iter(|| {
@@ -139,7 +136,7 @@ fn overload(c: &mut Criterion) {
                 let batch = queue.take(&ids);
                 // Keep the queue at `len`: the batch goes to the back.
                 for queued in batch {
-                    queue.push(waiting(), queued.job);
+                    queue.push(0, waiting(), queued.job);
                 }
             })
         });
@@ -153,6 +150,7 @@ fn spec(name: &str, input: TensorSpec, outputs: Vec<TensorSpec>) -> ModelSpec {
         inputs: vec![input],
         outputs,
         max_batch_size: 64,
+        max_request_rows: usize::MAX,
     }
 }
 

@@ -9,6 +9,7 @@ Writes
   tests/models/identity_<dt>/1/model.onnx     INPUT0 -> OUTPUT0 (Identity), [-1,-1], one per datatype
   tests/models/add_sub/1/model.onnx           OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1, [-1,16]
   tests/models/versioned/{1,3}/model.onnx     OUTPUT0 = INPUT0 + version, [-1,1]
+  tests/fixtures/versioned_v2.onnx            the same with + 2, for tests that add a version
   tests/models/broken/1/model.onnx            not an ONNX model (failed-load path)
   tests/models/slow/1/model.onnx              OUTPUT0 = tanh(tanh(tanh(x@x)@x)@x), square [-1,-1]
   tests/models/spin/1/model.onnx              ITERATIONS INT64 [1] -> busy for that many 128x128 products
@@ -419,8 +420,8 @@ def make_add_sub() -> None:
     report(path, "INPUT0,INPUT1[-1,16] -> OUTPUT0=sum, OUTPUT1=difference [-1,16]")
 
 
-def make_versioned(version: int) -> None:
-    path = TESTS / "versioned" / str(version) / "model.onnx"
+def make_versioned(version: int, path: Path | None = None) -> None:
+    path = path or TESTS / "versioned" / str(version) / "model.onnx"
     graph = helper.make_graph(
         [helper.make_node("Add", ["INPUT0", "addend"], ["OUTPUT0"], name="add")],
         f"versioned_v{version}",
@@ -566,6 +567,7 @@ def main() -> int:
     make_add_sub()
     make_versioned(1)
     make_versioned(3)
+    make_versioned(2, ROOT / "tests" / "fixtures" / "versioned_v2.onnx")
     make_broken()
     make_slow()
     make_spin()

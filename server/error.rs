@@ -2,11 +2,77 @@
 //! gRPC code clients expect (PROTOCOL.md's error table). Every transport
 //! answers with that code, or (REST) with the HTTP status derived from it.
 
+use std::path::PathBuf;
+
 use tonic::Code;
 
+use crate::backend::BackendError;
+use crate::model_config::{CONFIG_FILE, MODEL_FILE, ModelConfigError};
 use crate::scheduler::ExecError;
 use crate::shm::ShmError;
 use crate::tensor::InvalidInput;
+
+/// Why a model or one of its versions cannot be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// The model directory has no version directories its policy selects.
+    #[error("no version directories (<repository>/{model}/<number>/{MODEL_FILE}) found")]
+    NoVersions {
+        /// Model name.
+        model: String,
+    },
+    /// Its configuration cannot be used.
+    #[error("{model}/{CONFIG_FILE}: {source}")]
+    Config {
+        /// Model name.
+        model: String,
+        /// What is wrong.
+        source: ModelConfigError,
+    },
+    /// The version directory lacks its model file.
+    #[error("{} does not exist", .path.display())]
+    MissingFile {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// ONNX Runtime cannot load the model.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A warm-up sample the configuration asks for failed.
+    #[error("{model}: warm-up sample '{sample}' failed: {reason}")]
+    Warmup {
+        /// Model name.
+        model: String,
+        /// The sample's name.
+        sample: String,
+        /// What ONNX Runtime said.
+        reason: String,
+    },
+    /// The worker threads could not be started.
+    #[error("cannot start the inference threads: {0}")]
+    Threads(String),
+}
+
+impl LoadError {
+    /// The gRPC code of a load request that failed this way: the model's
+    /// files or configuration are at fault, unless the server itself is.
+    #[deny(clippy::wildcard_enum_match_arm)]
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            LoadError::NoVersions { .. } | LoadError::MissingFile { .. } => Code::NotFound,
+            LoadError::Config { .. } | LoadError::Warmup { .. } => Code::InvalidArgument,
+            LoadError::Backend(e) => match e {
+                BackendError::Load { .. } | BackendError::Unsupported { .. } => {
+                    Code::InvalidArgument
+                }
+                BackendError::RuntimeNotFound { .. }
+                | BackendError::Runtime(_)
+                | BackendError::Run(_) => Code::Internal,
+            },
+            LoadError::Threads(_) => Code::Internal,
+        }
+    }
+}
 
 /// Why a request could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +154,33 @@ pub(crate) enum Error {
     /// outside it.
     #[error(transparent)]
     SharedMemory(#[from] ShmError),
+    /// A repository RPC the model control mode does not allow.
+    #[error(
+        "{rpc} is not allowed in model control mode '{mode}'; start the server with --model-control-mode explicit"
+    )]
+    ControlMode {
+        /// The RPC.
+        rpc: &'static str,
+        /// The mode in force.
+        mode: &'static str,
+    },
+    /// A load request that cannot be carried out as written.
+    #[error("cannot load model '{model}': {reason}")]
+    InvalidLoadRequest {
+        /// Model name.
+        model: String,
+        /// What is wrong with the request.
+        reason: String,
+    },
+    /// A load that was attempted and failed; whatever served before still
+    /// serves.
+    #[error("failed to load model '{model}': {source}")]
+    LoadFailed {
+        /// Model name.
+        model: String,
+        /// Why.
+        source: LoadError,
+    },
     /// ONNX Runtime failed on a request that passed validation.
     #[error("model '{model}' version {version}: {source}")]
     Inference {
@@ -114,6 +207,9 @@ impl Error {
             Error::QueueFull { .. } => Code::Unavailable,
             Error::Stopped { .. } => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::ControlMode { .. } => Code::FailedPrecondition,
+            Error::InvalidLoadRequest { .. } => Code::InvalidArgument,
+            Error::LoadFailed { source, .. } => source.code(),
             Error::Inference { .. } => Code::Internal,
             Error::SharedMemory(e) => e.code(),
         }

@@ -14,6 +14,7 @@
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
 mod backend;
+mod cache;
 mod config;
 mod error;
 mod grpc;
@@ -40,7 +41,7 @@ use tokio::net::TcpListener;
 
 pub use backend::BackendError;
 pub use config::{
-    Config, ConfigError, LogFormat, SETTINGS, Setting, SettingFlags, keys,
+    BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
     reference as settings_reference,
 };
 pub use logging::{LogInitError, init as init_logging};
@@ -136,17 +137,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // Fail before serving anything if ONNX Runtime is missing.
     let env = backend::environment(config.onnxruntime_library.as_deref())?;
-    let defaults = config.model_defaults();
-    let repository = Arc::new(
-        Repository::discover(&config.model_repository, &defaults).map_err(|source| {
-            ServeError::Repository {
-                path: config.model_repository.clone(),
-                source,
-            }
-        })?,
-    );
     let health = Health::new();
-
     let metrics = listeners.metrics.map(|listener| {
         let metrics = metrics::Metrics::new();
         if let Ok(address) = listener.local_addr() {
@@ -155,16 +146,39 @@ pub async fn run(
         (Arc::clone(&metrics), tokio::spawn(metrics.serve(listener)))
     });
     let options = LoadOptions {
-        defaults,
+        defaults: config.model_defaults(),
         metrics: metrics.as_ref().map(|(m, _)| Arc::clone(m)),
         strict_readiness: config.strict_readiness,
+        mode: config.model_control_mode,
     };
-    let loader = {
+    let repository = Arc::new(
+        Repository::new(&config.model_repository, env, options, Arc::clone(&health)).map_err(
+            |source| ServeError::Repository {
+                path: config.model_repository.clone(),
+                source,
+            },
+        )?,
+    );
+    // Loading runs beside the listeners, which answer liveness meanwhile;
+    // readiness follows the repository from here on.
+    let lifecycle = {
         let repository = Arc::clone(&repository);
-        let health = Arc::clone(&health);
-        tokio::task::spawn_blocking(move || health.set_ready(repository.load_all(&env, &options)))
+        let load_model = config.load_model.clone();
+        let poll = (config.model_control_mode == ControlMode::Poll)
+            .then_some(config.repository_poll_interval);
+        tokio::spawn(async move {
+            repository.start(&load_model).await;
+            if let Some(interval) = poll {
+                repository.poll(interval).await;
+            }
+        })
     };
 
+    let response_cache = (config.response_cache_size > 0)
+        .then(|| Arc::new(cache::ResponseCache::new(config.response_cache_size)));
+    if let (Some((metrics, _)), Some(cache)) = (&metrics, &response_cache) {
+        metrics.watch_cache(Arc::clone(cache));
+    }
     let traces = trace::Traces::new(config.otlp_endpoint.as_deref(), config.trace_sampling_ratio)?;
     if let Some(endpoint) = traces.endpoint() {
         tracing::info!(endpoint, "exporting traces over OTLP");
@@ -172,6 +186,7 @@ pub async fn run(
     let core = Inference::new(
         Arc::clone(&repository),
         &config.served_by(),
+        response_cache,
         shm::SharedMemory::new(),
         Arc::clone(&traces),
         config.max_message_size,
@@ -242,7 +257,7 @@ pub async fn run(
     }
     // A model still loading at shutdown finishes in the background; loaded
     // versions stop their worker threads once unloaded.
-    loader.abort();
+    lifecycle.abort();
     if let Some((_, exporter)) = metrics {
         exporter.abort();
     }
@@ -257,11 +272,14 @@ pub async fn run(
 /// fuzzing): not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::backend::{Instance, SessionOptions, environment};
+    pub use crate::backend::{
+        GpuOptions, Instance, Memory, ModelSource, SessionOptions, Threads, environment,
+    };
     pub use crate::inference::timing_parameters;
     pub use crate::scheduler::{
-        BatchPolicy, ComputeTimes, Decision, ExecError, Executed, Executor, Observer, Queue,
-        Queued, Scheduler, SchedulerError, Served, SlotId, Ticket, Unobserved, Waiting,
+        AutoBatch, AutoBatchSettings, BatchPolicy, ComputeTimes, Decision, ExecError, Executed,
+        Executor, Observer, Queue, Queued, Scheduler, SchedulerError, SchedulerSettings, Served,
+        SlotId, Ticket, Unobserved, Waiting,
     };
     pub use crate::tensor::{
         DataType, DecodedRequest, ModelSpec, Tensor, TensorSpec, decode_request, encode_outputs,

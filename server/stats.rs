@@ -123,6 +123,11 @@ pub(crate) struct VersionStats {
     pub compute_infer: Tally,
     /// Per-request share of output extraction.
     pub compute_output: Tally,
+    /// Requests answered from the response cache, with the look-up time.
+    cache_hit: Tally,
+    /// Requests the cache could not answer, with the look-up and insertion
+    /// time.
+    cache_miss: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
@@ -149,6 +154,20 @@ impl VersionStats {
             protocol,
             done: false,
         }
+    }
+
+    /// A request answered from the response cache; the look-up took
+    /// `elapsed`.
+    pub(crate) fn record_cache_hit(&self, elapsed: Duration) {
+        self.cache_hit.add(elapsed);
+        self.metrics.cache_hits.increment(1);
+    }
+
+    /// A request the cache did not hold; looking up and storing its answer
+    /// took `elapsed`.
+    pub(crate) fn record_cache_miss(&self, elapsed: Duration) {
+        self.cache_miss.add(elapsed);
+        self.metrics.cache_misses.increment(1);
     }
 
     fn record_failure(&self, elapsed: Duration, protocol: Protocol, code: Code) {
@@ -183,9 +202,8 @@ impl VersionStats {
                 compute_input: Some(self.compute_input.to_proto()),
                 compute_infer: Some(self.compute_infer.to_proto()),
                 compute_output: Some(self.compute_output.to_proto()),
-                // No response cache yet: nothing is ever looked up.
-                cache_hit: Some(StatisticDuration::default()),
-                cache_miss: Some(StatisticDuration::default()),
+                cache_hit: Some(self.cache_hit.to_proto()),
+                cache_miss: Some(self.cache_miss.to_proto()),
             }),
             batch_stats: batches
                 .iter()
@@ -201,6 +219,10 @@ impl VersionStats {
 }
 
 impl Observer for VersionStats {
+    fn batch_limit(&self, limit: usize) {
+        self.metrics.batch_size_limit.set(limit as f64);
+    }
+
     fn pending(&self, waiting: usize) {
         self.metrics.pending.set(waiting as f64);
     }
@@ -212,7 +234,7 @@ impl Observer for VersionStats {
 
     /// Like Triton, every request in the batch is charged the batch's full
     /// compute times.
-    fn executed(&self, requests: usize, rows: usize, times: ComputeTimes) {
+    fn executed(&self, requests: usize, rows: usize, runs: usize, times: ComputeTimes) {
         for _ in 0..requests {
             self.compute_input.add(times.input);
             self.compute_infer.add(times.infer);
@@ -223,16 +245,23 @@ impl Observer for VersionStats {
         }
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        // A request run in chunks counts one execution per chunk, of the
+        // chunk's size.
+        let runs = runs.max(1);
+        let per_run = rows.div_ceil(runs);
+        self.execution_count
+            .fetch_add(runs as u64, Ordering::Relaxed);
         self.metrics.inferences.increment(rows as u64);
-        self.metrics.executions.increment(1);
-        self.metrics.batch_size.record(rows as f64);
+        self.metrics.executions.increment(runs as u64);
+        for _ in 0..runs {
+            self.metrics.batch_size.record(per_run as f64);
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.last_inference_ms.store(now_ms, Ordering::Relaxed);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let tally = batches.entry(rows as u64).or_default();
+        let tally = batches.entry(per_run as u64).or_default();
         tally.input.add(times.input);
         tally.infer.add(times.infer);
         tally.output.add(times.output);

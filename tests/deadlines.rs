@@ -103,7 +103,7 @@ async fn a_dropped_call_is_counted_as_cancelled_and_never_executed() {
     // `identity_fp32` waits 10 s for a batch of 4 rows to fill, so a lone
     // row stays queued until the test acts: no timing involved.
     let mut cfg = config(&test_models());
-    cfg.max_batch_size = 4;
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(4);
     cfg.max_queue_delay = Duration::from_secs(10);
     let server = start(cfg).await;
     let mut client = plain_client(&server);

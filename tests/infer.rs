@@ -431,7 +431,7 @@ async fn messages_above_tonics_4_mib_default_are_accepted() {
 async fn every_response_says_where_its_time_went_and_who_served_it() {
     let mut cfg = config(&test_models());
     cfg.served_by = Some("replica-7".into());
-    cfg.max_batch_size = 4;
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(4);
     // A full batch runs at once; nothing waits on the clock.
     cfg.max_queue_delay = std::time::Duration::from_secs(10);
     let server = start(cfg).await;
@@ -455,5 +455,35 @@ async fn every_response_says_where_its_time_went_and_who_served_it() {
         p.get("served_by").and_then(|v| v.parameter_choice.clone()),
         Some(pb::ParameterChoice::StringParam("replica-7".into()))
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_larger_than_any_batch_runs_in_chunks_and_comes_back_whole() {
+    // No config.pbtxt: the server picks the batch size. 400,000 rows.
+    let server = start(config(&test_models())).await;
+    let rows = 400_000usize;
+    let data: Vec<f32> = (0..rows * 4).map(|i| i as f32).collect();
+    let r = server
+        .client
+        .infer("identity_fp32")
+        .input("INPUT0", [rows as i64, 4], &data)
+        .send()
+        .await
+        .unwrap();
+    let out = r.output("OUTPUT0").unwrap();
+    assert_eq!(out.shape(), &[rows as i64, 4]);
+    assert_eq!(out.as_f32().unwrap(), data, "every row back, in order");
+    let stats = server
+        .client
+        .model_statistics(Some("identity_fp32"), Some("1"))
+        .await
+        .unwrap();
+    assert!(
+        stats[0].execution_count > 1,
+        "run in chunks: {} executions",
+        stats[0].execution_count
+    );
+    assert_eq!(stats[0].inference_count, rows as u64);
     server.stop().await.unwrap();
 }

@@ -19,7 +19,7 @@ const FP32: &str = "model=\"identity_fp32\",version=\"1\"";
 #[tokio::test]
 async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
     let mut cfg = config(&test_models());
-    cfg.max_batch_size = 4;
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(4);
     // Long enough that nothing here depends on when requests arrive: a
     // batch runs when it is full, and a lone request waits.
     cfg.max_queue_delay = Duration::from_secs(10);

@@ -105,7 +105,13 @@ async fn configs_complete_and_apply() {
     assert_eq!(infer_mlp(c, "linked", 1).await.unwrap().len(), 10);
     let plain = model_config(c, "plain").await.unwrap();
     assert_eq!(plain.platform, "onnxruntime_onnx");
-    assert_eq!(plain.max_batch_size, Some(64), "the server default");
+    // The server picks the batch size (max_batch_size = auto): it starts
+    // at 1 and learns from executions; ModelConfig shows the one in use.
+    assert!(
+        matches!(plain.max_batch_size, Some(1..=1024)),
+        "{:?}",
+        plain.max_batch_size
+    );
     assert_eq!(plain.input[0].dims, vec![784]);
     assert!(plain.scheduling_choice.is_some(), "dynamic batching on");
 
@@ -118,9 +124,8 @@ async fn configs_complete_and_apply() {
     };
     assert_eq!(db.preferred_batch_size, vec![4, 8]);
     assert_eq!(infer_mlp(c, "triton", 8).await.unwrap().len(), 80);
-    let e = infer_mlp(c, "triton", 9).await.unwrap_err();
-    assert_eq!(e.code(), Some(Code::InvalidArgument));
-    assert!(e.to_string().contains("max_batch_size of 8"), "{e}");
+    // More rows than a batch: run in chunks of 8 and joined.
+    assert_eq!(infer_mlp(c, "triton", 21).await.unwrap().len(), 210);
 
     let renamed = model_config(c, "renamed").await.unwrap();
     assert_eq!(renamed.default_model_filename, "net.onnx");
@@ -188,5 +193,88 @@ async fn models_that_cannot_batch_report_max_batch_size_zero() {
     assert_eq!(slow.max_batch_size, Some(0), "as its config.pbtxt says");
     let strings = model_config(c, "identity_bytes").await.unwrap();
     assert_eq!(strings.input[0].data_type, pb::DataType::TypeString as i32);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_splitting_off_larger_requests_are_refused_as_triton_does() {
+    let repo = repository(&[("triton", Some(TRITON_CONFIG))]);
+    let mut cfg = config(repo.path());
+    cfg.split_large_requests = false;
+    let server = start(cfg).await;
+    let c = &server.client;
+    assert_eq!(infer_mlp(c, "triton", 8).await.unwrap().len(), 80);
+    let e = infer_mlp(c, "triton", 9).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument));
+    assert!(e.to_string().contains("max_batch_size of 8"), "{e}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn priority_levels_and_queue_policies_are_served() {
+    let repo = repository(&[(
+        "prio",
+        Some(
+            r#"max_batch_size: 4
+dynamic_batching {
+  priority_levels: 2
+  default_priority_level: 2
+  default_queue_policy { max_queue_size: 8 }
+  priority_queue_policy { key: 1 value: { max_queue_size: 2 timeout_action: DELAY default_timeout_microseconds: 1000 } }
+}"#,
+        ),
+    )]);
+    let server = start(config(repo.path())).await;
+    let c = &server.client;
+    let send = |priority: i64| {
+        c.infer("prio")
+            .input("input", [1, 784], &[0.5f32; 784])
+            .parameter("priority", priority)
+            .send()
+    };
+    for p in [0, 1, 2] {
+        send(p).await.unwrap();
+    }
+    let e = send(3).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("priority"), "{e}");
+    // The completed configuration states the levels and policies in force.
+    let config = model_config(c, "prio").await.unwrap();
+    let Some(pb::model_config::SchedulingChoice::DynamicBatching(db)) = config.scheduling_choice
+    else {
+        panic!("dynamic batching");
+    };
+    assert_eq!((db.priority_levels, db.default_priority_level), (2, 2));
+    assert_eq!(db.priority_queue_policy[&1].max_queue_size, 2);
+    assert_eq!(db.default_queue_policy.unwrap().max_queue_size, 8);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_batch_size_the_server_picks_is_shown_and_learned() {
+    let repo = repository(&[("plain", None)]);
+    let server = start(config(repo.path())).await;
+    let c = &server.client;
+    assert_eq!(
+        model_config(c, "plain").await.unwrap().max_batch_size,
+        Some(1)
+    );
+    // Many concurrent single rows: batches fill, the limit grows.
+    let calls: Vec<_> = (0..400)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { infer_mlp(&c, "plain", 1).await.map(|v| v.len()) })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 10);
+    }
+    let limit = model_config(c, "plain")
+        .await
+        .unwrap()
+        .max_batch_size
+        .unwrap();
+    let gauge = server.metrics().await[r#"oxserve_batch_size_limit{model="plain",version="1"}"#];
+    assert_eq!(gauge, f64::from(limit), "the metric shows the same size");
     server.stop().await.unwrap();
 }

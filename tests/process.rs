@@ -43,12 +43,25 @@ async fn serve(extra: &[&str]) -> (Server, Client) {
     serve_with_env(extra, &[]).await
 }
 
+/// The binary on `repository` (no models of tests/models' kind needed).
+async fn serve_repository(repository: &std::path::Path, extra: &[&str]) -> (Server, Client) {
+    spawn_server(repository, extra, &[]).await
+}
+
 /// [`serve`] with environment variables set for the server.
 async fn serve_with_env(extra: &[&str], envs: &[(&str, &str)]) -> (Server, Client) {
+    spawn_server(&test_models(), extra, envs).await
+}
+
+async fn spawn_server(
+    repository: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Server, Client) {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(BIN)
         .args(["serve", "--model-repository"])
-        .arg(test_models())
+        .arg(repository)
         .args(["--grpc-address", &addr, "--strict-readiness", "false"])
         .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
         .args(["--http-address", &format!("127.0.0.1:{}", free_port())])
@@ -234,4 +247,66 @@ fn help_documents_every_configuration_key() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("serve") && help.contains("health"));
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn memory_after_fifty_reloads_stays_within_ten_percent_of_after_the_first() {
+    let (server, client) = serve_repository(
+        &common::example_models(),
+        &["--model-control-mode", "explicit", "--load-model", "*"],
+    )
+    .await;
+    let mut inference = client.inference_client();
+    let cycle = || {
+        let mut inference = inference.clone();
+        async move {
+            for model in ["mlp", "intent"] {
+                inference
+                    .repository_model_load(oxserve_client::pb::RepositoryModelLoadRequest {
+                        model_name: model.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let infer = || async {
+        let r = client
+            .infer("intent")
+            .input_bytes("text", [1, 1], &["Hi, how are you?"])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.output("label").unwrap().as_strings().unwrap(),
+            ["greeting"]
+        );
+    };
+    cycle().await;
+    infer().await;
+    let after_first = rss_kib(server.child.id());
+    for _ in 1..50 {
+        cycle().await;
+        infer().await;
+    }
+    let after_fifty = rss_kib(server.child.id());
+    eprintln!("RSS after 1 reload cycle: {after_first} KiB; after 50: {after_fifty} KiB");
+    assert!(
+        after_fifty as f64 <= after_first as f64 * 1.10,
+        "RSS grew from {after_first} KiB to {after_fifty} KiB over 50 reloads"
+    );
+    let _ = inference
+        .server_live(oxserve_client::pb::ServerLiveRequest {})
+        .await;
 }

@@ -487,3 +487,76 @@ async fn a_body_over_the_message_limit_is_refused_before_it_is_read() {
     assert!(answer.json()["error"].is_string());
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_repository_endpoints_load_and_unload_models() {
+    let mut cfg = config(&test_models());
+    cfg.model_control_mode = oxserve::ControlMode::Explicit;
+    cfg.load_model = vec!["identity_fp32".into()];
+    let server = start(cfg).await;
+    let h = server.http_addr;
+    let index = rest(h, "POST", "/v2/repository/index", &[], "").await;
+    assert_eq!(index.status, 200, "{}", index.json());
+    let ready: Vec<Value> = post_json(h, "/v2/repository/index", json!({"ready": true}))
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    assert_eq!(ready[0]["name"], "identity_fp32");
+    assert_eq!(ready[0]["state"], "READY");
+
+    assert_eq!(
+        rest_get(h, "/v2/models/identity_int8/ready").await.status,
+        400
+    );
+    let loaded = rest(
+        h,
+        "POST",
+        "/v2/repository/models/identity_int8/load",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(loaded.status, 200, "{}", loaded.json());
+    assert_eq!(
+        rest_get(h, "/v2/models/identity_int8/ready").await.status,
+        200
+    );
+    let unloaded = post_json(
+        h,
+        "/v2/repository/models/identity_int8/unload",
+        json!({"parameters": {"unload_dependents": false}}),
+    )
+    .await;
+    assert_eq!(unloaded.status, 200, "{}", unloaded.json());
+    assert_eq!(
+        rest_get(h, "/v2/models/identity_int8/ready").await.status,
+        400
+    );
+
+    let unknown = rest(
+        h,
+        "POST",
+        "/v2/repository/models/no_such_model/load",
+        &[],
+        "",
+    )
+    .await;
+    assert!(unknown.status >= 400, "{}", unknown.status);
+    assert!(
+        unknown.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_model")
+    );
+    let bad_file = post_json(
+        h,
+        "/v2/repository/models/identity_int8/load",
+        json!({"parameters": {"file:1/model.onnx": "not base64!"}}),
+    )
+    .await;
+    assert_eq!(bad_file.status, 400);
+    server.stop().await.unwrap();
+}

@@ -56,7 +56,7 @@ fn one_row(
 /// until the test fills the batch, cancels it or its deadline passes.
 async fn start_batching(max_queue_size: usize) -> common::TestServer {
     let mut cfg = config(&test_models());
-    cfg.max_batch_size = 4;
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(4);
     cfg.max_queue_delay = Duration::from_secs(10);
     cfg.max_queue_size = max_queue_size;
     start(cfg).await
@@ -65,7 +65,7 @@ async fn start_batching(max_queue_size: usize) -> common::TestServer {
 #[tokio::test]
 async fn concurrent_requests_run_as_one_batch_and_get_their_own_rows_back() {
     let mut cfg = config(&test_models());
-    cfg.max_batch_size = 4;
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(4);
     // Long enough that the test never depends on when the two arrive.
     cfg.max_queue_delay = Duration::from_secs(10);
     let server = start(cfg).await;
@@ -121,7 +121,7 @@ async fn only_requests_with_the_same_non_batch_shape_batch_together() {
     let mut cfg = config(&test_models());
     // Two rows fill a batch, and a lone row would wait 10 s: each pair of
     // the same width runs as soon as it is complete, whenever that is.
-    cfg.max_batch_size = 2;
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(2);
     cfg.max_queue_delay = Duration::from_secs(10);
     let server = start(cfg).await;
     let calls: Vec<_> = [4i64, 8, 4, 8]

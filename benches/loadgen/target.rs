@@ -32,7 +32,7 @@ pub(crate) fn serve_in_process(
         ..oxserve::Config::default()
     };
     if let Some(v) = args.max_batch_size {
-        config.max_batch_size = v;
+        config.max_batch_size = oxserve::BatchSize::Fixed(v);
     }
     if let Some(v) = &args.preferred_batch_sizes {
         config.preferred_batch_sizes = v.clone();

@@ -6,6 +6,7 @@
 //! runtime, because `Session::run` blocks and takes `&mut self`.
 
 mod batch;
+mod options;
 mod providers;
 mod runtime;
 mod session;
@@ -14,9 +15,10 @@ mod types;
 
 use std::path::PathBuf;
 
+pub use options::{GpuOptions, Memory, SessionOptions, Threads};
 pub(crate) use providers::Device;
 pub use runtime::environment;
-pub use session::{Instance, SessionOptions};
+pub use session::{Instance, ModelSource};
 
 /// What went wrong inside ONNX Runtime or while setting it up.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,18 +43,20 @@ pub enum BackendError {
     #[error("{0}")]
     Runtime(String),
     /// A model file could not be turned into a session.
-    #[error("cannot load {path}: {reason}")]
+    #[error("cannot load {source_name}: {reason}")]
     Load {
-        /// The model file.
-        path: PathBuf,
+        /// The model file, or where its bytes came from.
+        source_name: String,
         /// ONNX Runtime's explanation.
         reason: String,
     },
     /// A model input or output whose type the protocol cannot carry.
-    #[error("{path}: {what} '{tensor}' has type {ty}, which the inference protocol cannot carry")]
+    #[error(
+        "{source_name}: {what} '{tensor}' has type {ty}, which the inference protocol cannot carry"
+    )]
     Unsupported {
-        /// The model file.
-        path: PathBuf,
+        /// The model file, or where its bytes came from.
+        source_name: String,
         /// "input" or "output".
         what: &'static str,
         /// Tensor name.

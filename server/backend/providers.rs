@@ -74,18 +74,31 @@ pub(super) fn register_gpu(
     builder: SessionBuilder,
     device_id: i32,
     tensorrt: bool,
+    options: &super::GpuOptions,
 ) -> Result<SessionBuilder, String> {
     use ort::ep;
     let mut providers = Vec::new();
     if tensorrt && available().iter().any(|p| p == "TensorrtExecutionProvider") {
-        providers.push(ep::TensorRT::default().with_device_id(device_id).build());
-    }
-    providers.push(
-        ep::CUDA::default()
+        let mut trt = ep::TensorRT::default()
             .with_device_id(device_id)
-            .build()
-            .error_on_failure(),
-    );
+            .with_fp16(options.tensorrt_fp16)
+            .with_engine_cache(options.tensorrt_engine_cache);
+        if let Some(path) = &options.tensorrt_engine_cache_path {
+            trt = trt.with_engine_cache_path(path);
+        }
+        if let Some(bytes) = options.tensorrt_max_workspace {
+            trt = trt.with_max_workspace_size(bytes);
+        }
+        providers.push(trt.build());
+    }
+    let mut cuda = ep::CUDA::default().with_device_id(device_id);
+    if let Some(limit) = options.mem_limit {
+        cuda = cuda.with_memory_limit(limit);
+    }
+    if options.arena_same_as_requested {
+        cuda = cuda.with_arena_extend_strategy(ep::ArenaExtendStrategy::SameAsRequested);
+    }
+    providers.push(cuda.build().error_on_failure());
     builder
         .with_execution_providers(providers)
         .map_err(|e| e.to_string())
@@ -98,6 +111,7 @@ pub(super) fn register_gpu(
     _builder: SessionBuilder,
     _device_id: i32,
     _tensorrt: bool,
+    _options: &super::GpuOptions,
 ) -> Result<SessionBuilder, String> {
     Err("oxserve was built without the `cuda` feature".into())
 }

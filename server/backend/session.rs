@@ -1,48 +1,77 @@
 //! One ONNX Runtime session: load, describe, warm up, run.
 
-use std::path::Path;
+use std::mem::ManuallyDrop;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use std::time::Instant;
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{RunOptions, Session};
 use ort::value::{DynTensor, ValueType};
 
+use super::options::SessionOptions;
 use super::providers::{self, Device};
 use super::types::datatype_of;
 use super::{BackendError, batch};
 use crate::scheduler::{ComputeTimes, ExecError, Executed, Executor};
 use crate::tensor::{DecodedRequest, ModelSpec, Tensor, TensorSpec};
 
-/// How sessions are built.
+/// Where a model's ONNX graph comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionOptions {
-    /// Threads ONNX Runtime uses inside one operator; 0 lets it choose.
-    pub intra_op_threads: usize,
-    /// Graph optimisation, Triton's scale: -1 none, 1 basic, 2 extended,
-    /// 0 or 3+ all.
-    pub graph_level: i32,
-    /// CPU or GPU.
-    pub device: Device,
+pub enum ModelSource {
+    /// A file in the model repository.
+    File(PathBuf),
+    /// Bytes uploaded with a load request, named for messages.
+    Memory {
+        /// How to name it in messages (`<model>/<version>/model.onnx`).
+        name: String,
+        /// The ONNX file's bytes.
+        bytes: Bytes,
+    },
 }
 
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions {
-            intra_op_threads: 1,
-            graph_level: 0,
-            device: Device::Cpu,
+impl ModelSource {
+    /// How the source is named in messages.
+    pub fn name(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Memory { name, .. } => format!("{name} (uploaded)"),
         }
     }
 }
 
 /// A loaded model instance: one session, driven by one thread at a time.
 pub struct Instance {
-    session: Session,
+    /// Dropped by hand in `Drop`, so that memory can be trimmed after it.
+    session: ManuallyDrop<Session>,
     spec: Arc<ModelSpec>,
+    /// Options of every run (arena shrinkage), if any.
+    run_options: Option<RunOptions>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: the session is dropped exactly once, here, and never used
+        // again: `self` is being dropped.
+        unsafe { ManuallyDrop::drop(&mut self.session) };
+        // The session freed its arenas; hand the pages back, or over many
+        // reloads glibc would keep them and resident memory would creep.
+        release_freed_memory();
+    }
+}
+
+/// Returns free heap pages to the operating system (glibc's
+/// `malloc_trim`); elsewhere nothing.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it
+    // has no preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl std::fmt::Debug for Instance {
@@ -58,7 +87,7 @@ impl std::fmt::Debug for Instance {
     reason = "every value type but a tensor (sequence, map, optional, future ones) is unsupported"
 )]
 fn describe(
-    path: &Path,
+    source: &str,
     what: &'static str,
     outlets: &[ort::value::Outlet],
 ) -> Result<Vec<TensorSpec>, BackendError> {
@@ -66,7 +95,7 @@ fn describe(
         .iter()
         .map(|outlet| {
             let unsupported = |ty: String| BackendError::Unsupported {
-                path: path.to_path_buf(),
+                source_name: source.to_string(),
                 what,
                 tensor: outlet.name().to_string(),
                 ty,
@@ -84,16 +113,17 @@ fn describe(
 }
 
 impl Instance {
-    /// Loads `path` as model `name`. Returns the instance and the device
+    /// Loads `source` as model `name`. Returns the instance and the device
     /// it actually runs on (a GPU request may fall back to CPU).
     pub fn load(
         env: &Environment,
         name: &str,
-        path: &Path,
+        source: &ModelSource,
         options: &SessionOptions,
     ) -> Result<(Instance, Device), BackendError> {
+        let source_name = source.name();
         let load_error = |reason: String| BackendError::Load {
-            path: path.to_path_buf(),
+            source_name: source_name.clone(),
             reason,
         };
         let build = |gpu: Option<(i32, bool)>| -> Result<Session, String> {
@@ -103,19 +133,44 @@ impl Instance {
                 2 => GraphOptimizationLevel::Level2,
                 _ => GraphOptimizationLevel::Level3,
             };
+            let threads = &options.threads;
+            let memory = &options.memory;
+            let e = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
             let mut builder = Session::builder(env)
                 .map_err(|e| e.to_string())?
                 .with_optimization_level(level)
-                .map_err(|e| e.to_string())?;
-            if let Some((device_id, tensorrt)) = gpu {
-                builder = providers::register_gpu(builder, device_id, tensorrt)?;
+                .map_err(e)?
+                .with_parallel_execution(threads.parallel)
+                .map_err(e)?
+                .with_intra_op_spinning(threads.spinning)
+                .map_err(e)?
+                .with_inter_op_spinning(threads.spinning)
+                .map_err(e)?
+                .with_memory_pattern(memory.pattern)
+                .map_err(e)?;
+            match gpu {
+                Some((device_id, tensorrt)) => {
+                    builder = providers::register_gpu(builder, device_id, tensorrt, &options.gpu)?;
+                }
+                None => {
+                    builder = builder
+                        .with_execution_providers([ort::ep::CPU::default()
+                            .with_arena_allocator(memory.arena)
+                            .build()])
+                        .map_err(e)?;
+                }
             }
-            if options.intra_op_threads > 0 {
-                builder = builder
-                    .with_intra_threads(options.intra_op_threads)
-                    .map_err(|e| e.to_string())?;
+            if threads.intra_op > 0 {
+                builder = builder.with_intra_threads(threads.intra_op).map_err(e)?;
             }
-            builder.commit_from_file(path).map_err(|e| e.to_string())
+            if threads.inter_op > 0 {
+                builder = builder.with_inter_threads(threads.inter_op).map_err(e)?;
+            }
+            match source {
+                ModelSource::File(path) => builder.commit_from_file(path),
+                ModelSource::Memory { bytes, .. } => builder.commit_from_memory(bytes),
+            }
+            .map_err(|e| e.to_string())
         };
         let (session, device) = match options.device {
             Device::Cpu => (build(None).map_err(load_error)?, Device::Cpu),
@@ -145,15 +200,26 @@ impl Instance {
         };
         let spec = ModelSpec {
             name: name.to_string(),
-            inputs: describe(path, "input", session.inputs())?,
-            outputs: describe(path, "output", session.outputs())?,
+            inputs: describe(&source_name, "input", session.inputs())?,
+            outputs: describe(&source_name, "output", session.outputs())?,
             // What the ONNX file says; the model's configuration decides.
             max_batch_size: 0,
+            max_request_rows: 0,
+        };
+        let run_options = match shrinkage(options, &device) {
+            None => None,
+            Some(devices) => {
+                let mut run = RunOptions::new().map_err(|e| load_error(e.to_string()))?;
+                run.set("memory.enable_memory_arena_shrinkage", &devices)
+                    .map_err(|e| load_error(e.to_string()))?;
+                Some(run)
+            }
         };
         Ok((
             Instance {
-                session,
+                session: ManuallyDrop::new(session),
                 spec: Arc::new(spec),
+                run_options,
             },
             device,
         ))
@@ -214,7 +280,11 @@ impl Instance {
             ));
         }
         let prepared = Instant::now();
-        let results = self.session.run(values).map_err(run_error)?;
+        let results = match &self.run_options {
+            Some(options) => self.session.run_with_options(values, options),
+            None => self.session.run(values),
+        }
+        .map_err(run_error)?;
         let ran = Instant::now();
 
         let total_rows: usize = requests.iter().map(|r| r.batch_size.unwrap_or(1)).sum();
@@ -262,6 +332,7 @@ impl Instance {
         let done = Instant::now();
         Ok(Executed {
             outputs,
+            runs: 1,
             times: ComputeTimes {
                 input: prepared - started,
                 infer: ran - prepared,
@@ -271,11 +342,71 @@ impl Instance {
     }
 }
 
+/// The arenas to shrink after each run (ONNX Runtime's
+/// `memory.enable_memory_arena_shrinkage` value), if any: only arenas that
+/// exist can be shrunk.
+fn shrinkage(options: &SessionOptions, device: &Device) -> Option<String> {
+    if !options.memory.shrink_after_run {
+        return None;
+    }
+    let cpu = options.memory.arena.then(|| "cpu:0".to_string());
+    let gpu = match device {
+        Device::Gpu { device_id, .. } => Some(format!("gpu:{device_id}")),
+        Device::Cpu => None,
+    };
+    let list: Vec<String> = cpu.into_iter().chain(gpu).collect();
+    (!list.is_empty()).then(|| list.join(";"))
+}
+
 impl Executor for Instance {
     type Job = DecodedRequest;
     type Output = Vec<Tensor>;
 
-    fn execute(&mut self, jobs: &[&DecodedRequest]) -> Result<Executed<Vec<Tensor>>, ExecError> {
-        self.run_batch(jobs).map_err(|e| ExecError(e.to_string()))
+    fn execute(
+        &mut self,
+        jobs: &[&DecodedRequest],
+        max_rows: usize,
+    ) -> Result<Executed<Vec<Tensor>>, ExecError> {
+        let error = |e: BackendError| ExecError(e.to_string());
+        let [job] = jobs else {
+            return self.run_batch(jobs).map_err(error);
+        };
+        let chunks = job.split_rows(max_rows);
+        if chunks.len() == 1 {
+            return self.run_batch(jobs).map_err(error);
+        }
+        // Larger than any batch: run in chunks the model takes (bounding
+        // the activations' memory), then join the outputs.
+        let mut times = ComputeTimes::default();
+        let mut parts: Vec<Vec<Tensor>> = Vec::new();
+        for chunk in &chunks {
+            let done = self.run_batch(&[chunk]).map_err(error)?;
+            times.input += done.times.input;
+            times.infer += done.times.infer;
+            times.output += done.times.output;
+            let outputs = done.outputs.into_iter().next().unwrap_or_default();
+            if parts.is_empty() {
+                parts = outputs.into_iter().map(|t| vec![t]).collect();
+            } else {
+                for (part, tensor) in parts.iter_mut().zip(outputs) {
+                    part.push(tensor);
+                }
+            }
+        }
+        let joining = Instant::now();
+        let outputs = parts
+            .into_iter()
+            .map(|part| {
+                Tensor::join_rows(part).ok_or_else(|| {
+                    ExecError("the chunks' outputs differ in shape and cannot be joined".into())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        times.output += joining.elapsed();
+        Ok(Executed {
+            outputs: vec![outputs],
+            times,
+            runs: chunks.len(),
+        })
     }
 }

@@ -19,6 +19,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model_config::BatchSize;
+pub use crate::repository::ControlMode;
 pub use flags::SettingFlags;
 pub use reference::reference;
 
@@ -102,6 +104,27 @@ settings! {
     #[setting(value = "DIR", default = "/models")]
     model_repository: PathBuf = PathBuf::from("/models");
 
+    /// How the loaded models may change while the server runs, with
+    /// Triton's meaning: `none` loads every model at start and changes
+    /// nothing (RepositoryModelLoad/Unload answer FAILED_PRECONDITION);
+    /// `poll` loads every model and polls the repository for new, changed
+    /// and removed models and versions; `explicit` loads only `load_model`
+    /// at start, and the load and unload RPCs change the rest.
+    #[setting(value = "none|poll|explicit", default = "none")]
+    model_control_mode: ControlMode = ControlMode::None;
+
+    /// How often `poll` mode looks at the repository (`15s`, `500ms`); a
+    /// change is loaded once it has held still for a whole interval.
+    #[setting(value = "DURATION", default = "15s")]
+    #[serde(with = "humantime_serde")]
+    repository_poll_interval: Duration = Duration::from_secs(15);
+
+    /// Models `explicit` mode loads at start (repeat the flag, or
+    /// comma-separate; environment: `[mlp,intent]`); `*` loads them all.
+    /// Only valid in explicit mode.
+    #[setting(value = "NAME", default = "[]", list = true)]
+    load_model: Vec<String> = Vec::new();
+
     /// Address the gRPC server listens on.
     #[setting(value = "HOST:PORT", default = "0.0.0.0:8001")]
     grpc_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8001));
@@ -136,10 +159,13 @@ settings! {
     #[setting(value = "FILE", default = "(searched)")]
     onnxruntime_library: Option<PathBuf> = None;
 
-    /// Threads ONNX Runtime uses inside one operator, per model instance;
-    /// 0 lets ONNX Runtime use every core; at most 1024.
-    #[setting(value = "N", default = "1")]
-    intra_op_threads: usize = 1;
+    /// Threads ONNX Runtime uses inside one operator, per model instance,
+    /// for models whose config.pbtxt sets no `intra_op_thread_count`; 0
+    /// gives each instance its share of the CPUs the process may use (the
+    /// container's CPU quota and affinity, not the host's core count, so
+    /// pods do not oversubscribe); at most 1024.
+    #[setting(value = "N", default = "0")]
+    intra_op_threads: usize = 0;
 
     /// Model instances (ONNX Runtime sessions, each on its own worker
     /// thread) for models whose config.pbtxt sets no `instance_group`;
@@ -149,10 +175,24 @@ settings! {
 
     /// Largest batch the scheduler forms for models that can batch (a
     /// variable first dimension on every input and output) and whose
-    /// config.pbtxt sets no `max_batch_size`; 0 disables batching; at most
-    /// 1048576.
-    #[setting(value = "N", default = "64")]
-    max_batch_size: usize = 64;
+    /// config.pbtxt sets no `max_batch_size`: `auto` (the server learns
+    /// each model's efficient batch size from its own execution times, and
+    /// follows it as the load changes), or a number of rows (0 disables
+    /// batching; at most 1048576).
+    #[setting(value = "auto|N", default = "auto")]
+    max_batch_size: BatchSize = BatchSize::Auto;
+
+    /// With `max_batch_size = auto`: the longest one execution may take; a
+    /// batch size whose executions take longer is too big (`100ms`).
+    #[setting(value = "DURATION", default = "100ms")]
+    #[serde(with = "humantime_serde")]
+    batch_latency_budget: Duration = Duration::from_millis(100);
+
+    /// Run a request with more rows than a batch in chunks the model
+    /// takes, and join the answers (as TensorFlow Serving does); `false`
+    /// refuses it with INVALID_ARGUMENT, as Triton does.
+    #[setting(value = "BOOL", default = "true")]
+    split_large_requests: bool = true;
 
     /// Batch sizes run as soon as they can be formed, for models without
     /// their own `dynamic_batching` settings; each 1 to `max_batch_size`
@@ -166,6 +206,14 @@ settings! {
     #[setting(value = "DURATION", default = "0s")]
     #[serde(with = "humantime_serde")]
     max_queue_delay: Duration = Duration::ZERO;
+
+    /// Memory for Triton's response cache, shared by the models whose
+    /// config.pbtxt sets `response_cache { enable: true }`: identical
+    /// requests are answered from it without running the model; the least
+    /// recently used answers are evicted. 0 turns the cache off.
+    #[setting(value = "SIZE", default = "64MiB")]
+    #[serde(with = "byte_size")]
+    response_cache_size: usize = 64 * 1024 * 1024;
 
     /// Requests that may wait per model version before new ones are turned
     /// away at once with UNAVAILABLE, for models without their own queue
@@ -236,11 +284,19 @@ impl Config {
     pub(crate) fn model_defaults(&self) -> crate::model_config::Defaults {
         crate::model_config::Defaults {
             max_batch_size: self.max_batch_size,
+            batch_latency_budget: self.batch_latency_budget,
+            split_large_requests: self.split_large_requests,
             preferred_batch_sizes: self.preferred_batch_sizes.clone(),
             max_queue_delay: self.max_queue_delay,
             max_queue_size: self.max_queue_size,
             instances: self.instances,
             intra_op_threads: self.intra_op_threads,
+            // Spinning burns CPU while idle and makes timings swing on a
+            // shared node; a model may turn it on with
+            // session.intra_op.allow_spinning.
+            spinning: false,
+            // Keeps resident memory bounded after bursts of large batches.
+            shrink_arena: true,
         }
     }
 
@@ -403,23 +459,29 @@ impl Config {
         if !(1..=64).contains(&self.instances) {
             return invalid("instances", format!("{} is outside 1..=64", self.instances));
         }
-        if self.max_batch_size > 1 << 20 {
-            return invalid(
-                "max_batch_size",
-                format!("{} is more than 1048576", self.max_batch_size),
-            );
-        }
+        let batch_cap = match self.max_batch_size {
+            BatchSize::Auto => crate::model_config::AUTO_BATCH_CAP,
+            BatchSize::Fixed(n) if n > 1 << 20 => {
+                return invalid("max_batch_size", format!("{n} is more than 1048576"));
+            }
+            BatchSize::Fixed(n) => n,
+        };
         if let Some(&bad) = self
             .preferred_batch_sizes
             .iter()
-            .find(|&&s| s == 0 || s > self.max_batch_size)
+            .find(|&&s| s == 0 || s > batch_cap)
         {
             return invalid(
                 "preferred_batch_sizes",
-                format!(
-                    "{bad} is outside 1..=max_batch_size ({})",
-                    self.max_batch_size
-                ),
+                format!("{bad} is outside 1..={batch_cap} (max_batch_size)"),
+            );
+        }
+        if self.batch_latency_budget < Duration::from_millis(1)
+            || self.batch_latency_budget > Duration::from_secs(60)
+        {
+            return invalid(
+                "batch_latency_budget",
+                format!("{:?} is outside 1ms..=60s", self.batch_latency_budget),
             );
         }
         if self.max_queue_delay > Duration::from_secs(10) {
@@ -447,6 +509,21 @@ impl Config {
             return invalid(
                 "otlp_endpoint",
                 format!("'{endpoint}' is not a URL such as http://otel-collector:4317"),
+            );
+        }
+        if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
+            return invalid(
+                "load_model",
+                format!(
+                    "only applies with model_control_mode = explicit (it is '{}'); in the other modes every model loads",
+                    self.model_control_mode.as_str()
+                ),
+            );
+        }
+        if self.repository_poll_interval < Duration::from_millis(100) {
+            return invalid(
+                "repository_poll_interval",
+                format!("{:?} is less than 100ms", self.repository_poll_interval),
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {

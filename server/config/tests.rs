@@ -39,7 +39,8 @@ fn defaults_parse_and_validate_given_a_repository() {
         assert_eq!(config.grpc_address.to_string(), "0.0.0.0:8001");
         assert_eq!(config.max_message_size, 256 << 20);
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
-        assert_eq!(config.intra_op_threads, 1);
+        // 0: each instance's share of the CPU quota, worked out at load.
+        assert_eq!(config.intra_op_threads, 0);
         Ok(())
     });
 }
@@ -111,10 +112,10 @@ fn bad_values_name_their_key() {
         assert!(names(&e, "max_queue_size"), "{e}");
         jail.set_env("OXSERVE_MAX_QUEUE_SIZE", "8");
 
-        jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 128]");
+        jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 2048]");
         let e = load(None, Flags::default()).unwrap_err().to_string();
         assert!(
-            names(&e, "preferred_batch_sizes") && e.contains("128"),
+            names(&e, "preferred_batch_sizes") && e.contains("2048"),
             "{e}"
         );
         jail.set_env("OXSERVE_PREFERRED_BATCH_SIZES", "[4, 8]");

@@ -16,6 +16,7 @@ use crate::health::Health;
 use crate::inference::{EXTENSIONS, Inference};
 use crate::logging::{self, LogSettings, LogValue};
 use crate::model_config::PLATFORM;
+use crate::repository::LoadRequest;
 use crate::shm::ShmError;
 use crate::tensor::TensorSpec;
 
@@ -145,8 +146,13 @@ impl GrpcInferenceService for InferenceService {
             .repository()
             .get(&r.name, &r.version)
             .map_err(|e| to_status(e, ""))?;
+        let mut config = loaded.config.clone();
+        if loaded.auto_batch {
+            // The batch size the server picked for now.
+            config.max_batch_size = Some(i32::try_from(loaded.batch_limit()).unwrap_or(i32::MAX));
+        }
         Ok(Response::new(ModelConfigResponse {
-            config: Some(loaded.config.clone()),
+            config: Some(config),
         }))
     }
 
@@ -165,23 +171,44 @@ impl GrpcInferenceService for InferenceService {
 
     async fn repository_index(
         &self,
-        _: Request<RepositoryIndexRequest>,
+        request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        Err(not_served("RepositoryIndex", "model_repository"))
+        let r = request.into_inner();
+        check_repository_name(&r.repository_name)?;
+        let models = self.core.repository().index(r.ready);
+        Ok(Response::new(RepositoryIndexResponse { models }))
     }
 
     async fn repository_model_load(
         &self,
-        _: Request<RepositoryModelLoadRequest>,
+        request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(not_served("RepositoryModelLoad", "model_repository"))
+        let r = request.into_inner();
+        check_repository_name(&r.repository_name)?;
+        let load = LoadRequest::from_parameters(&r.model_name, &r.parameters)
+            .map_err(|e| to_status(e, ""))?;
+        self.core
+            .repository()
+            .load_by_request(&r.model_name, load)
+            .await
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _: Request<RepositoryModelUnloadRequest>,
+        request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(not_served("RepositoryModelUnload", "model_repository"))
+        let r = request.into_inner();
+        check_repository_name(&r.repository_name)?;
+        // `unload_dependents` is accepted: without ensembles, nothing
+        // depends on a model.
+        self.core
+            .repository()
+            .unload_by_request(&r.model_name)
+            .await
+            .map_err(|e| to_status(e, ""))?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 
     async fn system_shared_memory_status(
@@ -337,10 +364,13 @@ impl GrpcInferenceService for InferenceService {
     }
 }
 
-/// The answer to an RPC of an extension this server does not offer (it is
-/// not listed in ServerMetadata's extensions).
-fn not_served(rpc: &str, extension: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not served: oxserve does not offer Triton's '{extension}' extension"
-    ))
+/// oxserve serves one repository, which any name but the empty one misses.
+fn check_repository_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!(
+            "unknown repository '{name}': oxserve serves one model repository; leave repository_name empty"
+        )))
+    }
 }

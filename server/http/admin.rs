@@ -22,9 +22,9 @@ use crate::shm::{RegionStatus, ShmError};
 use crate::tensor::TensorSpec;
 use crate::trace::TraceSettings;
 
-type Answer = Result<Response, RestError>;
+pub(super) type Answer = Result<Response, RestError>;
 
-fn ok(body: Value) -> Answer {
+pub(super) fn ok(body: Value) -> Answer {
     Ok(Json(body).into_response())
 }
 
@@ -36,7 +36,12 @@ pub(super) async fn live() -> Response {
 /// 200 when ready; 400 otherwise (a 4xx, as the protocol says), readiness
 /// off while draining exactly as over gRPC.
 pub(super) async fn ready(State(rest): State<Rest>) -> Response {
-    let ready = rest.health.is_ready();
+    readiness(&rest.health)
+}
+
+/// The answer of `/v2/health/ready` for `health`.
+pub(super) fn readiness(health: &crate::health::Health) -> Response {
+    let ready = health.is_ready();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -118,7 +123,7 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 
 /// A protocol message as Triton's JSON: field names as in the .proto,
 /// every field present, 64-bit integers as numbers.
-fn message_json<M: prost::Message>(name: &str, message: &M) -> Result<Value, RestError> {
+pub(super) fn message_json<M: prost::Message>(name: &str, message: &M) -> Result<Value, RestError> {
     let internal = |e: String| RestError::new(Code::Internal, e);
     let descriptor = POOL
         .get_message_by_name(name)
@@ -210,7 +215,7 @@ pub(super) struct Register {
 }
 
 /// A JSON body, or the protocol's error for a malformed one.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RestError> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RestError> {
     serde_json::from_slice(bytes)
         .map_err(|e| RestError::bad_request(format!("malformed request: {e}")))
 }
@@ -220,7 +225,7 @@ pub(super) async fn shm_register(
     Path(name): Path<String>,
     Body(bytes): Body,
 ) -> Answer {
-    let r: Register = body(&bytes)?;
+    let r: Register = parse_body(&bytes)?;
     rest.core
         .shared_memory()
         .register(&name, &r.key, r.offset, r.byte_size)
@@ -280,7 +285,7 @@ pub(super) async fn log_settings() -> Answer {
 }
 
 pub(super) async fn update_log_settings(Body(bytes): Body) -> Answer {
-    let changes: Map<String, Value> = body(&bytes)?;
+    let changes: Map<String, Value> = parse_body(&bytes)?;
     let mut settings = LogSettings::new();
     for (name, value) in changes {
         let value = match value {
@@ -324,7 +329,7 @@ fn trace_json(settings: TraceSettings) -> Value {
 }
 
 fn trace_changes(bytes: &[u8]) -> Result<TraceSettings, RestError> {
-    let changes: Map<String, Value> = body(bytes)?;
+    let changes: Map<String, Value> = parse_body(bytes)?;
     let mut out = TraceSettings::new();
     for (name, value) in changes {
         let text = |v: &Value| match v {

@@ -8,6 +8,7 @@
 mod admin;
 mod infer;
 mod json;
+mod repository;
 
 use std::sync::Arc;
 
@@ -111,6 +112,12 @@ pub(crate) fn service(
         .route(
             "/v2/cudasharedmemory/region/{name}/unregister",
             post(admin::cuda_unregister),
+        )
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
         )
         .route(
             "/v2/logging",
@@ -241,35 +248,17 @@ mod tests {
 
     /// REST readiness is the same `Health` as gRPC's: off before models
     /// load, on once they have, off for good once draining begins.
-    #[tokio::test]
-    async fn readiness_follows_health_and_turns_off_when_draining() {
-        let empty = std::env::temp_dir();
-        let defaults = crate::Config::default().model_defaults();
-        let repository =
-            Arc::new(crate::repository::Repository::discover(&empty, &defaults).unwrap());
-        let core = Inference::new(
-            repository,
-            "test",
-            crate::shm::SharedMemory::new(),
-            crate::trace::Traces::new(None, 1.0).unwrap(),
-            1024,
-        );
+    #[test]
+    fn readiness_follows_health_and_turns_off_when_draining() {
         let health = Health::new();
-        let rest = Rest {
-            core,
-            health: Arc::clone(&health),
-        };
-        let status = |rest: &Rest| {
-            let rest = rest.clone();
-            async move { admin::ready(axum::extract::State(rest)).await.status() }
-        };
-        assert_eq!(status(&rest).await, StatusCode::BAD_REQUEST);
+        let status = |health: &Health| admin::readiness(health).status();
+        assert_eq!(status(&health), StatusCode::BAD_REQUEST);
         health.set_ready(true);
-        assert_eq!(status(&rest).await, StatusCode::OK);
+        assert_eq!(status(&health), StatusCode::OK);
         health.shutting_down();
-        assert_eq!(status(&rest).await, StatusCode::BAD_REQUEST);
+        assert_eq!(status(&health), StatusCode::BAD_REQUEST);
         health.set_ready(true);
-        assert_eq!(status(&rest).await, StatusCode::BAD_REQUEST);
+        assert_eq!(status(&health), StatusCode::BAD_REQUEST);
     }
 
     #[test]

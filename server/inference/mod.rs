@@ -6,24 +6,26 @@
 //! `ModelInferRequest` and an [`Arrival`], call [`Inference::infer`], and
 //! map an [`Error`] to their own status with [`Error::code`].
 
-mod deadline;
+mod request_parameters;
+
+use std::sync::Arc;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use oxserve_proto::inference::{InferParameter, ModelInferRequest, ModelInferResponse};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::cache::ResponseCache;
 use crate::error::Error;
 use crate::metrics::Protocol;
 use crate::repository::{LoadedVersion, Repository};
 use crate::scheduler::Served;
 use crate::shm::{self, SharedMemory};
-use crate::tensor::{decode_request, encode_outputs};
+use crate::tensor::{Tensor, decode_request, encode_outputs};
 use crate::trace::{Outcome, Ran, Timeline, TraceParent, Traces};
 
-pub(crate) use deadline::timeout_parameter;
+use request_parameters::{priority_parameter, timeout_parameter};
 
 /// Protocol extensions served, by their Triton names, as every transport's
 /// server metadata lists them (clients and perf_analyzer check the list
@@ -32,6 +34,8 @@ pub(crate) use deadline::timeout_parameter;
 pub(crate) const EXTENSIONS: &[&str] = &[
     "model_configuration",
     "statistics",
+    "model_repository",
+    "model_repository(unload_dependents)",
     "system_shared_memory",
     "binary_tensor_data",
     "trace",
@@ -71,6 +75,7 @@ impl Arrival {
 pub(crate) struct Inference {
     repository: Arc<Repository>,
     served_by: Arc<str>,
+    cache: Option<Arc<ResponseCache>>,
     shm: Arc<SharedMemory>,
     traces: Arc<Traces>,
     /// The most bytes one input may take from shared memory: the same
@@ -80,12 +85,14 @@ pub(crate) struct Inference {
 
 impl Inference {
     /// The core answering from `repository`, naming itself `served_by` in
-    /// every response (the pod or host name: which replica answered),
-    /// reading and writing tensors in `shm` when requests name a region,
-    /// and recording spans in `traces`.
+    /// every response (the pod or host name: which replica answered), with
+    /// the server's response cache, if it has one, reading and writing
+    /// tensors in `shm` when requests name a region, and recording spans in
+    /// `traces`.
     pub(crate) fn new(
         repository: Arc<Repository>,
         served_by: &str,
+        cache: Option<Arc<ResponseCache>>,
         shm: Arc<SharedMemory>,
         traces: Arc<Traces>,
         max_input_bytes: usize,
@@ -93,6 +100,7 @@ impl Inference {
         Inference {
             repository,
             served_by: served_by.into(),
+            cache,
             shm,
             traces,
             max_input_bytes,
@@ -140,7 +148,8 @@ impl Inference {
         let result = async {
             let loaded = self
                 .repository
-                .get(&request.model_name, &request.model_version)?;
+                .get(&request.model_name, &request.model_version)
+                .inspect_err(|e| self.repository.unroutable(e))?;
             version = Some(loaded.version);
             tracing::Span::current().record("version", loaded.version);
             let record = loaded.stats.begin(arrival.received, arrival.protocol);
@@ -178,9 +187,12 @@ impl Inference {
         }
         result
     }
+}
 
-    /// Validates, queues and answers `request` on `loaded` before its
-    /// deadline, stamping `timeline` as it goes.
+impl Inference {
+    /// Validates, queues (or finds in the response cache) and answers
+    /// `request` on `loaded` before its deadline, stamping `timeline` as it
+    /// goes.
     async fn run(
         &self,
         loaded: &LoadedVersion,
@@ -189,19 +201,36 @@ impl Inference {
         timeline: &mut Timeline,
     ) -> Result<ModelInferResponse, Error> {
         let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
-        let deadline = loaded.deadline(arrival.received, arrival.deadline, timeout);
+        let priority = priority_parameter(&loaded.model, &request.parameters)?;
+        let admission = loaded.admit(arrival.received, arrival.deadline, timeout, priority)?;
+        let cache = self.cache.as_deref().filter(|_| loaded.response_cache);
         let external = shm::input_refs(&self.shm, &request, self.max_input_bytes)?;
         let to_shm = shm::output_refs(&self.shm, &request)?;
         let work = async {
             let decoded = decode_request(&loaded.spec, &request, &external)?;
             drop(external);
             timeline.queued = Some(Instant::now());
-            loaded.infer(decoded).await
+            let Some(cache) = cache else {
+                return loaded.infer(decoded, admission).await.map(Answer::Ran);
+            };
+            let looking = Instant::now();
+            let key = cache.key(loaded.load_id, &decoded);
+            if let Some(outputs) = cache.get(&key) {
+                loaded.stats.record_cache_hit(looking.elapsed());
+                return Ok(Answer::Cached(outputs));
+            }
+            let lookup = looking.elapsed();
+            let served = loaded.infer(decoded, admission).await?;
+            let storing = Instant::now();
+            cache.put(key, &served.output);
+            loaded.stats.record_cache_miss(lookup + storing.elapsed());
+            Ok(Answer::Ran(served))
         };
-        let served = match deadline {
+        let answer = match admission.deadline {
             None => work.await?,
-            // Whatever stage the request is in when the deadline passes, this
-            // answers; a request still queued leaves the queue unexecuted.
+            // Whatever stage the request is in when the deadline passes,
+            // this answers; a request still queued leaves the queue
+            // unexecuted.
             Some(deadline) => tokio::time::timeout_at(deadline, work)
                 .await
                 .map_err(|_| Error::DeadlineExceeded {
@@ -209,14 +238,19 @@ impl Inference {
                     version: loaded.version.to_string(),
                 })??,
         };
-        timeline.ran = Some(Ran {
-            waited: served.queued,
-            compute: served.times.input + served.times.infer + served.times.output,
-            batch_rows: served.batch_rows,
-            instance: served.instance,
-        });
-        let parameters = timing_parameters(&served, &self.served_by);
-        let (mut outputs, mut raw_output_contents) = encode_outputs(served.output);
+        let (parameters, outputs) = match answer {
+            Answer::Ran(served) => {
+                timeline.ran = Some(Ran {
+                    waited: served.queued,
+                    compute: served.times.input + served.times.infer + served.times.output,
+                    batch_rows: served.batch_rows,
+                    instance: served.instance,
+                });
+                (timing_parameters(&served, &self.served_by), served.output)
+            }
+            Answer::Cached(outputs) => (cached_parameters(&self.served_by), outputs),
+        };
+        let (mut outputs, mut raw_output_contents) = encode_outputs(outputs);
         if !to_shm.is_empty() {
             to_shm.write(&mut outputs, &mut raw_output_contents)?;
         }
@@ -229,6 +263,14 @@ impl Inference {
             raw_output_contents,
         })
     }
+}
+
+/// Where an answer came from.
+enum Answer {
+    /// The model ran.
+    Ran(Served<Vec<Tensor>>),
+    /// The response cache had it.
+    Cached(Vec<Tensor>),
 }
 
 /// Response parameter names, documented in docs/clients.md.
@@ -244,6 +286,17 @@ pub(crate) mod parameters {
     pub(crate) const INSTANCE: &str = "instance";
     /// The replica (pod or host) that answered.
     pub(crate) const SERVED_BY: &str = "served_by";
+    /// True when the answer came from the response cache (the model did
+    /// not run: no queue, compute, batch or instance parameters).
+    pub(crate) const CACHE_HIT: &str = "cache_hit";
+}
+
+/// The parameters of an answer from the response cache.
+fn cached_parameters(served_by: &str) -> HashMap<String, InferParameter> {
+    HashMap::from([
+        (parameters::CACHE_HIT.into(), true.into()),
+        (parameters::SERVED_BY.into(), served_by.into()),
+    ])
 }
 
 /// Where a request's time went, and who served it, as response parameters.

@@ -24,6 +24,7 @@ use metrics_exporter_prometheus::{
 use tokio::net::TcpListener;
 
 mod process;
+use crate::cache::ResponseCache;
 
 /// Metric names, with the Triton metric each corresponds to (docs/metrics.md).
 pub(crate) mod names {
@@ -51,10 +52,32 @@ pub(crate) mod names {
     pub(crate) const COMPUTE_OUTPUT_DURATION: &str = "oxserve_compute_output_duration_seconds";
     /// Rows per execution.
     pub(crate) const BATCH_SIZE: &str = "oxserve_batch_size";
+    /// Requests answered from the response cache (`nv_cache_num_hits_per_model`).
+    pub(crate) const CACHE_HITS: &str = "oxserve_cache_hits_total";
+    /// Requests the response cache did not hold (`nv_cache_num_misses_per_model`).
+    pub(crate) const CACHE_MISSES: &str = "oxserve_cache_misses_total";
+    /// Bytes the response cache holds (`nv_cache_util` × size).
+    pub(crate) const CACHE_BYTES: &str = "oxserve_cache_bytes";
+    /// Answers the response cache holds (`nv_cache_num_entries`).
+    pub(crate) const CACHE_ENTRIES: &str = "oxserve_cache_entries";
+    /// The batch size batches are formed with: configured, or picked by
+    /// the server (`max_batch_size = auto`).
+    pub(crate) const BATCH_SIZE_LIMIT: &str = "oxserve_batch_size_limit";
     /// Time the last load of a version took (`nv_model_load_duration_secs`).
     pub(crate) const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
     /// 1 for the state a version is in, 0 for the others.
     pub(crate) const MODEL_STATE: &str = "oxserve_model_state";
+    /// Model loads (start, request, poll), by model and outcome
+    /// (`nv_model_load_*`).
+    pub(crate) const MODEL_LOADS: &str = "oxserve_model_loads_total";
+    /// Time each model load took, by outcome.
+    pub(crate) const MODEL_LOAD_SECONDS: &str = "oxserve_model_load_seconds";
+    /// Model unloads, by model.
+    pub(crate) const MODEL_UNLOADS: &str = "oxserve_model_unloads_total";
+    /// Inference requests no loaded version could take, by reason
+    /// (unknown_model, unknown_version, not_ready); no model label, so
+    /// unknown names cannot grow the series.
+    pub(crate) const UNROUTABLE: &str = "oxserve_unroutable_requests_total";
 }
 
 /// The transport a request came over: the `protocol` label of the request
@@ -76,6 +99,13 @@ impl Protocol {
         }
     }
 }
+
+/// Why a request found no version, as the `reason` label of
+/// [`names::UNROUTABLE`].
+pub(crate) const UNROUTABLE_REASONS: [&str; 3] = ["unknown_model", "unknown_version", "not_ready"];
+
+/// The states of [`names::MODEL_STATE`].
+const MODEL_STATES: [&str; 4] = ["loading", "ready", "failed", "unloaded"];
 
 /// Every metric: name, kind, unit and help text, described once.
 const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
@@ -146,6 +176,36 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Rows per model execution.",
     ),
     (
+        names::CACHE_HITS,
+        Kind::Counter,
+        None,
+        "Requests answered from the response cache, without running the model.",
+    ),
+    (
+        names::CACHE_MISSES,
+        Kind::Counter,
+        None,
+        "Requests to a model with the response cache on that the cache did not hold.",
+    ),
+    (
+        names::CACHE_BYTES,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes the response cache holds (at most response_cache_size).",
+    ),
+    (
+        names::CACHE_ENTRIES,
+        Kind::Gauge,
+        None,
+        "Answers the response cache holds.",
+    ),
+    (
+        names::BATCH_SIZE_LIMIT,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "The batch size batches are formed with: configured, or picked by the server from execution times.",
+    ),
+    (
         names::MODEL_LOAD_DURATION,
         Kind::Gauge,
         Some(Unit::Seconds),
@@ -155,7 +215,31 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         names::MODEL_STATE,
         Kind::Gauge,
         None,
-        "1 for the model version's current state (loading, ready, failed), 0 otherwise.",
+        "1 for the model version's current state (loading, ready, failed, unloaded), 0 otherwise; version \"\" is the model as a whole.",
+    ),
+    (
+        names::MODEL_LOADS,
+        Kind::Counter,
+        None,
+        "Model loads and reloads, by model and outcome (success, failure).",
+    ),
+    (
+        names::MODEL_LOAD_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time each model load took (every version it loaded), by outcome.",
+    ),
+    (
+        names::MODEL_UNLOADS,
+        Kind::Counter,
+        None,
+        "Model unloads, by model.",
+    ),
+    (
+        names::UNROUTABLE,
+        Kind::Counter,
+        None,
+        "Inference requests no loaded version could take, by reason (unknown_model, unknown_version, not_ready).",
     ),
 ];
 
@@ -196,6 +280,8 @@ impl Drop for AbortOnDrop {
 pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The response cache, whose size is read at each scrape.
+    cache: OnceLock<Arc<ResponseCache>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -223,8 +309,21 @@ impl Metrics {
                 Kind::Histogram => recorder.describe_histogram(name, unit, help),
             }
         }
+        // Counters a scrape should show from the start, at zero.
+        for reason in UNROUTABLE_REASONS {
+            recorder
+                .register_counter(
+                    &Self::key(names::UNROUTABLE, vec![Label::new("reason", reason)]),
+                    &METADATA,
+                )
+                .increment(0);
+        }
         let handle = recorder.handle();
-        Arc::new(Metrics { recorder, handle })
+        Arc::new(Metrics {
+            recorder,
+            handle,
+            cache: OnceLock::new(),
+        })
     }
 
     fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -268,20 +367,31 @@ impl Metrics {
             compute_infer: histogram(names::COMPUTE_INFER_DURATION),
             compute_output: histogram(names::COMPUTE_OUTPUT_DURATION),
             batch_size: histogram(names::BATCH_SIZE),
+            batch_size_limit: gauge(names::BATCH_SIZE_LIMIT),
+            cache_hits: counter(names::CACHE_HITS),
+            cache_misses: counter(names::CACHE_MISSES),
         }
     }
 
-    /// Records that a version entered `state` ("loading", "ready" or
-    /// "failed"), and how long loading took once it is done.
+    /// Records that a version (`None`: the model as a whole) entered
+    /// `state` ("loading", "ready", "failed" or "unloaded"), and how long
+    /// loading took once it is done.
     pub(crate) fn model_state(
         &self,
         model: &str,
-        version: u64,
+        version: Option<u64>,
         state: &str,
         load_seconds: Option<f64>,
     ) {
-        for candidate in ["loading", "ready", "failed"] {
-            let mut labels = Self::labels(model, version);
+        let version = version.map_or_else(String::new, |v| v.to_string());
+        let labels = || {
+            vec![
+                Label::new("model", model.to_string()),
+                Label::new("version", version.clone()),
+            ]
+        };
+        for candidate in MODEL_STATES {
+            let mut labels = labels();
             labels.push(Label::new("state", candidate));
             let gauge = self
                 .recorder
@@ -290,19 +400,94 @@ impl Metrics {
         }
         if let Some(seconds) = load_seconds {
             self.recorder
-                .register_gauge(
-                    &Self::key(names::MODEL_LOAD_DURATION, Self::labels(model, version)),
-                    &METADATA,
-                )
+                .register_gauge(&Self::key(names::MODEL_LOAD_DURATION, labels()), &METADATA)
                 .set(seconds);
         }
     }
 
+    /// A model could not load as a whole (its configuration, no versions).
+    pub(crate) fn model_problem(&self, model: &str) {
+        self.model_state(model, None, "failed", None);
+    }
+
+    /// One load of `model` (all the versions it loaded) ended, after
+    /// `seconds`.
+    pub(crate) fn model_load(&self, model: &str, success: bool, seconds: f64) {
+        let outcome = if success { "success" } else { "failure" };
+        if success {
+            // The model as a whole is fine again.
+            self.model_state(model, None, "ready", None);
+        }
+        let labels = vec![
+            Label::new("model", model.to_string()),
+            Label::new("outcome", outcome),
+        ];
+        self.recorder
+            .register_counter(&Self::key(names::MODEL_LOADS, labels), &METADATA)
+            .increment(1);
+        self.recorder
+            .register_histogram(
+                &Self::key(
+                    names::MODEL_LOAD_SECONDS,
+                    vec![Label::new("outcome", outcome)],
+                ),
+                &METADATA,
+            )
+            .record(seconds);
+        // Present from the first load, so rates over it start at zero.
+        self.recorder
+            .register_counter(
+                &Self::key(
+                    names::MODEL_UNLOADS,
+                    vec![Label::new("model", model.to_string())],
+                ),
+                &METADATA,
+            )
+            .increment(0);
+    }
+
+    /// `model` was unloaded (by request, or its directory went away).
+    pub(crate) fn model_unload(&self, model: &str) {
+        self.recorder
+            .register_counter(
+                &Self::key(
+                    names::MODEL_UNLOADS,
+                    vec![Label::new("model", model.to_string())],
+                ),
+                &METADATA,
+            )
+            .increment(1);
+    }
+
+    /// An inference request no loaded version could take.
+    pub(crate) fn unroutable(&self, reason: &'static str) {
+        self.recorder
+            .register_counter(
+                &Self::key(names::UNROUTABLE, vec![Label::new("reason", reason)]),
+                &METADATA,
+            )
+            .increment(1);
+    }
+
     /// The exposition text, with process metrics sampled now.
     pub(crate) fn render(&self) -> String {
+        if let Some(cache) = self.cache.get() {
+            let (bytes, entries) = cache.usage();
+            let gauge = |name| {
+                self.recorder
+                    .register_gauge(&Self::key(name, Vec::new()), &METADATA)
+            };
+            gauge(names::CACHE_BYTES).set(bytes as f64);
+            gauge(names::CACHE_ENTRIES).set(entries as f64);
+        }
         let mut text = self.handle.render();
         process::render(&mut text);
         text
+    }
+
+    /// Reports `cache`'s size at every scrape.
+    pub(crate) fn watch_cache(&self, cache: Arc<ResponseCache>) {
+        let _ = self.cache.set(cache);
     }
 
     /// Serves `GET /metrics` on `listener` until the task is dropped.
@@ -385,6 +570,9 @@ pub(crate) struct VersionMetrics {
     pub(crate) compute_infer: Histogram,
     pub(crate) compute_output: Histogram,
     pub(crate) batch_size: Histogram,
+    pub(crate) batch_size_limit: Gauge,
+    pub(crate) cache_hits: Counter,
+    pub(crate) cache_misses: Counter,
 }
 
 impl Default for VersionMetrics {
@@ -403,6 +591,9 @@ impl Default for VersionMetrics {
             compute_infer: Histogram::noop(),
             compute_output: Histogram::noop(),
             batch_size: Histogram::noop(),
+            batch_size_limit: Gauge::noop(),
+            cache_hits: Counter::noop(),
+            cache_misses: Counter::noop(),
         }
     }
 }

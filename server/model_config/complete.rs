@@ -12,9 +12,13 @@ use oxserve_proto::inference::{
     ModelQueuePolicy, ModelVersionPolicy,
 };
 
-use super::{Defaults, MODEL_FILE, ModelConfigError, PLATFORM, Written, field_error};
+use super::{
+    AUTO_BATCH_CAP, BatchSize, Defaults, MODEL_FILE, ModelConfigError, PLATFORM, Written,
+    field_error,
+};
 use crate::backend::Device;
 use crate::scheduler::BatchPolicy;
+use crate::scheduler::{AutoBatchSettings, SchedulerSettings};
 use crate::tensor::{ModelSpec, TensorSpec};
 
 /// The backend name Triton gives ONNX Runtime.
@@ -28,14 +32,34 @@ pub(crate) struct Resolved {
     /// Inputs and outputs to validate requests against (full shapes, with
     /// the batch dimension as -1 when batching).
     pub spec: ModelSpec,
-    /// How requests are merged.
-    pub policy: BatchPolicy,
-    /// Requests that may wait.
-    pub max_queue_size: usize,
+    /// How requests are merged and queued.
+    pub scheduling: SchedulerSettings,
+    /// Timeouts per priority level, and the level of requests that name
+    /// none.
+    pub queues: QueuePolicies,
+    /// Whether answers are kept in the response cache.
+    pub response_cache: bool,
+}
+
+/// The queue policy of one priority level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LevelPolicy {
     /// Timeout for requests that set none.
     pub default_timeout: Option<Duration>,
     /// Whether a request's `timeout` parameter may shorten the default.
     pub allow_timeout_override: bool,
+    /// Triton's DELAY: a request whose timeout passed is kept, behind the
+    /// others, instead of rejected.
+    pub delay: bool,
+}
+
+/// The queue policies of a model version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueuePolicies {
+    /// Per level, highest first (index 0 is Triton's level 1).
+    pub levels: Vec<LevelPolicy>,
+    /// The level (0-based) of requests that give no `priority`.
+    pub default_level: usize,
 }
 
 /// Completes `written` (or an empty config) for a model whose ONNX file
@@ -81,6 +105,10 @@ pub(crate) fn complete(
     config.backend = BACKEND.to_string();
 
     let can_batch = onnx.has_batch_dim();
+    // The server picks the batch size unless the configuration (or the
+    // server's max_batch_size setting) names one.
+    let auto =
+        config.max_batch_size.is_none() && can_batch && defaults.max_batch_size == BatchSize::Auto;
     let max_batch_size = if let Some(written) = config.max_batch_size {
         let value = usize::try_from(written)
             .map_err(|_| field_error("max_batch_size", format!("{written} is negative")))?;
@@ -94,7 +122,10 @@ pub(crate) fn complete(
         }
         value
     } else if can_batch {
-        defaults.max_batch_size
+        match defaults.max_batch_size {
+            BatchSize::Auto => AUTO_BATCH_CAP,
+            BatchSize::Fixed(n) => n,
+        }
     } else {
         0
     };
@@ -154,52 +185,47 @@ pub(crate) fn complete(
         })
         .collect();
 
-    let (policy, queue) = match (&config.scheduling_choice, batching) {
-        (Some(SchedulingChoice::DynamicBatching(_)), false) => {
-            return Err(field_error("dynamic_batching", "needs max_batch_size > 0"));
-        }
-        (Some(SchedulingChoice::DynamicBatching(db)), true) => {
-            let mut preferred = Vec::new();
-            for &size in &db.preferred_batch_size {
-                match usize::try_from(size) {
-                    Ok(s) if (1..=max_batch_size).contains(&s) => preferred.push(s),
-                    _ => {
-                        return Err(field_error(
-                            "dynamic_batching.preferred_batch_size",
-                            format!("{size} is outside 1..={max_batch_size}"),
-                        ));
-                    }
+    let written_batching = config
+        .scheduling_choice
+        .as_ref()
+        .map(|SchedulingChoice::DynamicBatching(db)| db.clone());
+    if written_batching.is_some() && !batching {
+        return Err(field_error("dynamic_batching", "needs max_batch_size > 0"));
+    }
+    let db = written_batching.clone().unwrap_or_default();
+    let policy = if !batching {
+        BatchPolicy::unbatched()
+    } else if written_batching.is_some() {
+        let mut preferred = Vec::new();
+        for &size in &db.preferred_batch_size {
+            match usize::try_from(size) {
+                Ok(s) if (1..=max_batch_size).contains(&s) => preferred.push(s),
+                _ => {
+                    return Err(field_error(
+                        "dynamic_batching.preferred_batch_size",
+                        format!("{size} is outside 1..={max_batch_size}"),
+                    ));
                 }
             }
-            let policy = BatchPolicy {
-                max_batch_size,
-                preferred_batch_sizes: preferred,
-                max_queue_delay: Duration::from_micros(db.max_queue_delay_microseconds),
-            };
-            (policy, db.default_queue_policy.unwrap_or_default())
         }
-        (None, true) => (
-            BatchPolicy {
-                max_batch_size,
-                preferred_batch_sizes: defaults.preferred_batch_sizes.clone(),
-                max_queue_delay: defaults.max_queue_delay,
-            },
-            ModelQueuePolicy::default(),
-        ),
-        (None, false) => (BatchPolicy::unbatched(), ModelQueuePolicy::default()),
+        BatchPolicy {
+            max_batch_size,
+            preferred_batch_sizes: preferred,
+            max_queue_delay: Duration::from_micros(db.max_queue_delay_microseconds),
+        }
+    } else {
+        BatchPolicy {
+            max_batch_size,
+            preferred_batch_sizes: defaults
+                .preferred_batch_sizes
+                .iter()
+                .copied()
+                .filter(|&s| s <= max_batch_size)
+                .collect(),
+            max_queue_delay: defaults.max_queue_delay,
+        }
     };
-    if TimeoutAction::try_from(queue.timeout_action) != Ok(TimeoutAction::Reject) {
-        return Err(field_error(
-            "dynamic_batching.default_queue_policy.timeout_action",
-            "only REJECT is supported",
-        ));
-    }
-    let max_queue_size = match queue.max_queue_size {
-        0 => defaults.max_queue_size,
-        n => n as usize,
-    };
-    let default_timeout = (queue.default_timeout_microseconds > 0)
-        .then(|| Duration::from_micros(queue.default_timeout_microseconds));
+    let (queues, capacities, queue_config) = queue_policies(&db, defaults)?;
     if batching {
         config.scheduling_choice = Some(SchedulingChoice::DynamicBatching(ModelDynamicBatching {
             preferred_batch_size: policy
@@ -209,13 +235,19 @@ pub(crate) fn complete(
                 .collect(),
             max_queue_delay_microseconds: u64::try_from(policy.max_queue_delay.as_micros())
                 .unwrap_or(u64::MAX),
-            preserve_ordering: matches!(&config.scheduling_choice, Some(SchedulingChoice::DynamicBatching(db)) if db.preserve_ordering),
-            default_queue_policy: Some(ModelQueuePolicy {
-                max_queue_size: u32::try_from(max_queue_size).unwrap_or(u32::MAX),
-                ..queue
-            }),
+            preserve_ordering: db.preserve_ordering,
+            ..queue_config
         }));
     }
+    let scheduling = SchedulerSettings {
+        policy,
+        capacities,
+        auto: auto.then_some(AutoBatchSettings {
+            cap: AUTO_BATCH_CAP,
+            latency_budget: defaults.batch_latency_budget,
+        }),
+    };
+    let response_cache = config.response_cache.as_ref().is_some_and(|c| c.enable);
 
     config.instance_group = instance_groups(name, devices);
     if config.version_policy.is_none() {
@@ -235,15 +267,119 @@ pub(crate) fn complete(
         inputs,
         outputs,
         max_batch_size,
+        max_request_rows: if defaults.split_large_requests {
+            usize::MAX
+        } else {
+            max_batch_size
+        },
     };
     Ok(Resolved {
         config,
         spec,
-        policy,
-        max_queue_size,
-        default_timeout,
-        allow_timeout_override: queue.allow_timeout_override,
+        scheduling,
+        queues,
+        response_cache,
     })
+}
+
+/// The queue policies of every priority level, their capacities, and the
+/// completed dynamic_batching fields that describe them.
+fn queue_policies(
+    db: &ModelDynamicBatching,
+    defaults: &Defaults,
+) -> Result<(QueuePolicies, Vec<usize>, ModelDynamicBatching), ModelConfigError> {
+    let levels = usize::try_from(db.priority_levels.max(1)).unwrap_or(usize::MAX);
+    if levels > 64 {
+        return Err(field_error(
+            "dynamic_batching.priority_levels",
+            format!("{levels} is more than 64"),
+        ));
+    }
+    let default_level = match db.default_priority_level {
+        0 => levels,
+        n if (1..=levels as u64).contains(&n) => n as usize,
+        n => {
+            return Err(field_error(
+                "dynamic_batching.default_priority_level",
+                format!("{n} is outside 1..={levels} (priority_levels)"),
+            ));
+        }
+    };
+    if let Some(&level) = db
+        .priority_queue_policy
+        .keys()
+        .find(|&&l| l == 0 || l > levels as u64)
+    {
+        return Err(field_error(
+            format!("dynamic_batching.priority_queue_policy[{level}]"),
+            format!("level {level} is outside 1..={levels} (priority_levels)"),
+        ));
+    }
+    let base = db.default_queue_policy.unwrap_or_default();
+    let mut policies = Vec::with_capacity(levels);
+    let mut capacities = Vec::with_capacity(levels);
+    let mut completed = std::collections::HashMap::new();
+    for level in 1..=levels as u64 {
+        let written = db.priority_queue_policy.get(&level).copied();
+        let queue = written.unwrap_or(base);
+        let field = match written {
+            Some(_) => format!("dynamic_batching.priority_queue_policy[{level}].timeout_action"),
+            None => "dynamic_batching.default_queue_policy.timeout_action".to_string(),
+        };
+        let delay = match TimeoutAction::try_from(queue.timeout_action) {
+            Ok(TimeoutAction::Reject) => false,
+            Ok(TimeoutAction::Delay) => true,
+            Err(_) => {
+                return Err(field_error(
+                    field,
+                    format!("{} is not REJECT or DELAY", queue.timeout_action),
+                ));
+            }
+        };
+        let capacity = match queue.max_queue_size {
+            0 => defaults.max_queue_size,
+            n => n as usize,
+        };
+        capacities.push(capacity);
+        policies.push(LevelPolicy {
+            default_timeout: (queue.default_timeout_microseconds > 0)
+                .then(|| Duration::from_micros(queue.default_timeout_microseconds)),
+            allow_timeout_override: queue.allow_timeout_override,
+            delay,
+        });
+        if written.is_some() {
+            completed.insert(
+                level,
+                ModelQueuePolicy {
+                    max_queue_size: u32::try_from(capacity).unwrap_or(u32::MAX),
+                    ..queue
+                },
+            );
+        }
+    }
+    let default_policy = ModelQueuePolicy {
+        max_queue_size: u32::try_from(match base.max_queue_size {
+            0 => defaults.max_queue_size,
+            n => n as usize,
+        })
+        .unwrap_or(u32::MAX),
+        ..base
+    };
+    let described = ModelDynamicBatching {
+        priority_levels: if levels > 1 { levels as u64 } else { 0 },
+        default_priority_level: if levels > 1 { default_level as u64 } else { 0 },
+        default_queue_policy: Some(default_policy),
+        priority_queue_policy: completed,
+        ..ModelDynamicBatching::default()
+    };
+    Ok((
+        QueuePolicies {
+            levels: policies,
+            default_level: default_level - 1,
+        },
+        capacities,
+        described,
+    ))
 }
 
 /// Dims as the config states them: without the batch dimension when

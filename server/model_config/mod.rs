@@ -8,6 +8,8 @@
 //! [`LoadPlan::new`] before loading, [`complete`] after.
 
 mod complete;
+mod runtime;
+mod warmup;
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -17,10 +19,13 @@ use oxserve_proto::inference::model_instance_group::Kind;
 use oxserve_proto::inference::model_version_policy::PolicyChoice;
 use oxserve_proto::inference::{ModelConfig, ModelVersionPolicy};
 use prost_reflect::{DescriptorPool, DynamicMessage};
+use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 use complete::Resolved;
-pub(crate) use complete::complete;
+pub(crate) use complete::{QueuePolicies, complete};
+pub(crate) use runtime::Runtime;
+pub(crate) use warmup::warmups;
 
 use crate::backend::Device;
 
@@ -68,11 +73,59 @@ pub(crate) fn field_error(field: impl Into<String>, reason: impl Into<String>) -
     }
 }
 
+/// The largest batch, for models whose configuration sets none: picked by
+/// the server, or a number (0 = no batching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    /// The server learns each model's efficient batch size.
+    Auto,
+    /// At most this many rows (0: requests run one at a time).
+    Fixed(usize),
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Auto => s.serialize_str("auto"),
+            BatchSize::Fixed(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => usize::try_from(n)
+                .map(BatchSize::Fixed)
+                .map_err(|_| serde::de::Error::custom("too large")),
+            Raw::Text(t) if t == "auto" => Ok(BatchSize::Auto),
+            Raw::Text(t) => t.trim().parse().map(BatchSize::Fixed).map_err(|_| {
+                serde::de::Error::custom(format!("'{t}' is neither \"auto\" nor a number"))
+            }),
+        }
+    }
+}
+
+/// The most a batch size the server picks may grow to.
+pub(crate) const AUTO_BATCH_CAP: usize = 1024;
+
 /// Server-wide defaults that complete a model's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Defaults {
     /// Largest batch for models that can batch and set none.
-    pub max_batch_size: usize,
+    pub max_batch_size: BatchSize,
+    /// Longest one execution may take when the server picks the batch
+    /// size.
+    pub batch_latency_budget: Duration,
+    /// Whether requests with more rows than a batch are run in chunks
+    /// (otherwise refused, as Triton does).
+    pub split_large_requests: bool,
     /// Preferred batch sizes for dynamic batching.
     pub preferred_batch_sizes: Vec<usize>,
     /// Longest a request waits for others to join its batch.
@@ -83,6 +136,10 @@ pub(crate) struct Defaults {
     pub instances: usize,
     /// ONNX Runtime intra-op threads per instance.
     pub intra_op_threads: usize,
+    /// Whether idle intra-op threads spin for work.
+    pub spinning: bool,
+    /// Whether arenas give unused memory back after each run.
+    pub shrink_arena: bool,
 }
 
 /// A config.pbtxt as written.
@@ -108,6 +165,24 @@ pub(crate) fn parse(text: &str) -> Result<Written, ModelConfigError> {
     let message = DynamicMessage::parse_text_format(SCHEMA.clone(), &text)
         .map_err(|e| syntax(e.to_string()))?;
     let config: ModelConfig = message.transcode_to().map_err(|e| syntax(e.to_string()))?;
+    Ok(Written { config })
+}
+
+/// Parses a model configuration given as JSON (Triton's `config` parameter
+/// of RepositoryModelLoad): the protobuf JSON form of ModelConfig, with
+/// field names in snake_case or camelCase. Unknown fields fail, as in
+/// config.pbtxt.
+pub(crate) fn parse_json(text: &str) -> Result<Written, ModelConfigError> {
+    let syntax = |reason: String| ModelConfigError::Syntax { reason };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let message = DynamicMessage::deserialize(SCHEMA.clone(), &mut deserializer)
+        .map_err(|e| syntax(format!("config parameter: {e}")))?;
+    deserializer
+        .end()
+        .map_err(|e| syntax(format!("config parameter: {e}")))?;
+    let config: ModelConfig = message
+        .transcode_to()
+        .map_err(|e| syntax(format!("config parameter: {e}")))?;
     Ok(Written { config })
 }
 
@@ -176,6 +251,8 @@ pub(crate) struct LoadPlan {
     pub instances: Vec<Device>,
     /// ONNX Runtime graph optimisation level (Triton's scale).
     pub graph_level: i32,
+    /// Threads, memory and GPU provider settings.
+    pub runtime: Runtime,
     policy: ModelVersionPolicy,
 }
 
@@ -262,10 +339,12 @@ impl LoadPlan {
             .as_ref()
             .and_then(|o| o.graph.as_ref())
             .map_or(0, |g| g.level);
+        let runtime = runtime::runtime(config, defaults, instances.len())?;
         Ok(LoadPlan {
             filename,
             instances,
             graph_level,
+            runtime,
             policy: config.version_policy.clone().unwrap_or_default(),
         })
     }

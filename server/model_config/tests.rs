@@ -7,12 +7,16 @@ use crate::tensor::{DataType, ModelSpec, TensorSpec};
 
 fn defaults() -> Defaults {
     Defaults {
-        max_batch_size: 32,
+        max_batch_size: crate::model_config::BatchSize::Fixed(32),
+        batch_latency_budget: std::time::Duration::from_millis(100),
+        split_large_requests: true,
         preferred_batch_sizes: vec![8],
         max_queue_delay: Duration::from_micros(100),
         max_queue_size: 50,
         instances: 2,
         intra_op_threads: 1,
+        spinning: false,
+        shrink_arena: true,
     }
 }
 
@@ -31,6 +35,7 @@ fn mlp() -> ModelSpec {
             dims: vec![-1, 10],
         }],
         max_batch_size: 0,
+        max_request_rows: usize::MAX,
     }
 }
 
@@ -59,10 +64,13 @@ fn a_triton_config_parses() {
     assert_eq!(plan.instances, vec![Device::Cpu, Device::Cpu]);
     assert_eq!(plan.select_versions(&[1, 2, 5]).unwrap(), vec![2, 5]);
     let r = complete("mlp", Some(&written), &mlp(), &plan.instances, &defaults()).unwrap();
-    assert_eq!(r.policy.max_batch_size, 16);
-    assert_eq!(r.policy.preferred_batch_sizes, vec![4, 8]);
-    assert_eq!(r.policy.max_queue_delay, Duration::from_micros(500));
-    assert_eq!(r.max_queue_size, 50);
+    assert_eq!(r.scheduling.policy.max_batch_size, 16);
+    assert_eq!(r.scheduling.policy.preferred_batch_sizes, vec![4, 8]);
+    assert_eq!(
+        r.scheduling.policy.max_queue_delay,
+        Duration::from_micros(500)
+    );
+    assert_eq!(r.scheduling.capacities[0], 50);
     assert_eq!(r.spec.max_batch_size, 16);
     assert_eq!(r.spec.inputs[0].dims, vec![-1, 784]);
 }
@@ -134,7 +142,10 @@ fn an_absent_config_is_completed_from_the_model_and_defaults() {
 #[test]
 fn max_batch_size_zero_turns_batching_off() {
     let r = complete_text("max_batch_size: 0", &mlp()).unwrap();
-    assert_eq!(r.policy, crate::scheduler::BatchPolicy::unbatched());
+    assert_eq!(
+        r.scheduling.policy,
+        crate::scheduler::BatchPolicy::unbatched()
+    );
     assert_eq!(r.config.max_batch_size, Some(0));
     assert_eq!(
         r.config.input[0].dims,
@@ -217,8 +228,12 @@ fn invalid_settings_name_their_field() {
             "preferred_batch_size",
         ),
         (
-            "dynamic_batching { default_queue_policy { timeout_action: DELAY } }",
-            "timeout_action",
+            "dynamic_batching { priority_levels: 2 default_priority_level: 3 }",
+            "default_priority_level",
+        ),
+        (
+            "dynamic_batching { priority_levels: 2 priority_queue_policy { key: 3 value: { max_queue_size: 1 } } }",
+            "priority_queue_policy[3]",
         ),
     ] {
         let e = complete_text(text, &mlp()).unwrap_err();

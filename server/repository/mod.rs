@@ -1,301 +1,176 @@
-//! The model repository: `<root>/<model>/<version>/model.onnx`.
+//! The model repository: `<root>/<model>/<version>/model.onnx` (and
+//! `config.pbtxt`), and the lifecycle of every model in it.
 //!
-//! Discovery is quick and synchronous; loading (session creation and warm-up)
-//! happens afterwards on a blocking thread while the server already answers
-//! liveness. Each version loads on its own: one that fails is recorded with
-//! its reason and the others serve.
+//! A model is *wanted* once it is loaded (at start, by request, or by the
+//! poller) and until it is unloaded. Each of its versions has the version
+//! that serves it (if any) apart from the state of its latest load, so a
+//! reload happens beside the running version: the new one is loaded and
+//! warmed in the background, then published in one step under the lock;
+//! requests already holding the old one finish on it, and its sessions are
+//! freed when the last of them lets go. A failed reload leaves the old one
+//! serving and says why in [`Repository::index`].
+//!
+//! [`lifecycle`] holds the operations (start, load, unload, poll); this
+//! module holds the state and the look-ups the request path makes.
 
+mod disk;
+mod lifecycle;
+mod load;
+mod request;
 mod version;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ort::environment::Environment;
 use oxserve_proto::inference::ModelStatistics;
+use oxserve_proto::inference::repository_index_response::ModelIndex;
+use serde::{Deserialize, Serialize};
 
+pub(crate) use request::LoadRequest;
 pub(crate) use version::LoadedVersion;
 
-use crate::backend::{BackendError, Instance, SessionOptions};
 use crate::error::Error;
+pub(crate) use crate::error::LoadError;
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::model_config::{
-    self, CONFIG_FILE, Defaults, LoadPlan, MODEL_FILE, ModelConfigError, Written,
-};
-use crate::scheduler::{Observer, Scheduler};
-use crate::stats::VersionStats;
+use crate::model_config::Defaults;
+use disk::ModelDir;
 
-/// Why a model or one of its versions cannot be loaded.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum LoadError {
-    /// The model directory has no version directories its policy selects.
-    #[error("no version directories (<repository>/{model}/<number>/{MODEL_FILE}) found")]
-    NoVersions {
-        /// Model name.
-        model: String,
-    },
-    /// Its configuration cannot be used.
-    #[error("{model}/{CONFIG_FILE}: {source}")]
-    Config {
-        /// Model name.
-        model: String,
-        /// What is wrong.
-        source: ModelConfigError,
-    },
-    /// The version directory lacks its model file.
-    #[error("{} does not exist", .path.display())]
-    MissingFile {
-        /// The file looked for.
-        path: PathBuf,
-    },
-    /// ONNX Runtime cannot load the model.
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    /// The worker threads could not be started.
-    #[error("cannot start the inference threads: {0}")]
-    Threads(String),
+/// How the set of loaded models may change while the server runs, with
+/// Triton's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlMode {
+    /// Every model is loaded at start; nothing changes afterwards, and the
+    /// load and unload RPCs are refused.
+    None,
+    /// Every model is loaded at start, and the repository is polled for
+    /// new, changed and removed models and versions; the load and unload
+    /// RPCs are refused.
+    Poll,
+    /// Only the models named by `load_model` are loaded at start; the load
+    /// and unload RPCs load, reload and unload models.
+    Explicit,
 }
 
-/// Where one version stands.
-#[derive(Debug, Clone)]
-enum VersionState {
-    Loading,
-    Ready(Arc<LoadedVersion>),
-    Failed(LoadError),
-}
-
-impl VersionState {
-    fn ready(&self) -> Option<&Arc<LoadedVersion>> {
+impl ControlMode {
+    /// The mode's name, as configured.
+    pub fn as_str(self) -> &'static str {
         match self {
-            VersionState::Ready(v) => Some(v),
-            VersionState::Loading | VersionState::Failed(_) => None,
+            ControlMode::None => "none",
+            ControlMode::Poll => "poll",
+            ControlMode::Explicit => "explicit",
         }
     }
-}
-
-#[derive(Debug, Default)]
-struct Model {
-    /// Why the model as a whole cannot serve (no version directories, a
-    /// config.pbtxt that does not parse, ...).
-    problem: Option<LoadError>,
-    /// Its config.pbtxt, if it has one.
-    written: Option<Written>,
-    /// How to load it (absent when `problem` is set).
-    plan: Option<LoadPlan>,
-    /// The versions its version policy selects.
-    versions: BTreeMap<u64, VersionState>,
 }
 
 /// How versions are loaded.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadOptions {
     /// Server-wide defaults for model configurations.
-    pub defaults: Defaults,
+    pub(crate) defaults: Defaults,
     /// Where versions report their metrics; `None` when metrics are off.
-    pub metrics: Option<Arc<Metrics>>,
-    /// Whether readiness requires every discovered version to load.
-    pub strict_readiness: bool,
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Whether readiness requires every wanted model to serve.
+    pub(crate) strict_readiness: bool,
+    /// How models may change while the server runs.
+    pub(crate) mode: ControlMode,
 }
 
-/// Every model found under the repository root, and their states.
+/// Where the latest load of a version stands.
+#[derive(Debug, Clone)]
+enum LoadState {
+    Loading,
+    Ready,
+    Failed(LoadError),
+}
+
+/// One version of a model: what serves it, and its latest load.
+#[derive(Debug, Clone)]
+struct VersionEntry {
+    serving: Option<Arc<LoadedVersion>>,
+    state: LoadState,
+}
+
+/// One model directory (or uploaded model) and its versions.
+#[derive(Debug, Default)]
+struct ModelEntry {
+    /// Loaded and not unloaded since.
+    wanted: bool,
+    /// Unloaded (by request) since its last load.
+    unloaded: bool,
+    /// Why the model as a whole could not load at its last attempt (its
+    /// configuration, no versions); versions that served before still do.
+    problem: Option<LoadError>,
+    versions: BTreeMap<u64, VersionEntry>,
+    /// The directory as of the last load, which the poller compares with.
+    loaded_dir: Option<ModelDir>,
+    /// The directory at the previous poll: a change is acted on once it
+    /// has held still for a whole interval (no half-written files).
+    seen_dir: Option<ModelDir>,
+}
+
+impl ModelEntry {
+    /// The highest version that serves.
+    fn latest(&self) -> Option<&Arc<LoadedVersion>> {
+        self.versions
+            .values()
+            .rev()
+            .find_map(|v| v.serving.as_ref())
+    }
+
+    /// Whether it serves as strict readiness requires: no model-level
+    /// problem, and every version it selected serving.
+    fn serves_fully(&self) -> bool {
+        self.problem.is_none()
+            && !self.versions.is_empty()
+            && self.versions.values().all(|v| v.serving.is_some())
+    }
+}
+
+/// Every model of the repository and where each stands.
 #[derive(Debug)]
 pub(crate) struct Repository {
     root: PathBuf,
-    models: RwLock<BTreeMap<String, Model>>,
+    env: Environment,
+    options: LoadOptions,
+    health: Arc<Health>,
+    models: RwLock<BTreeMap<String, ModelEntry>>,
+    /// One lock per model name, so that operations on one model run one
+    /// at a time (and on different models side by side).
+    operations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set once the start-up loads are done; readiness waits for it.
+    started: AtomicBool,
 }
 
 impl Repository {
-    /// Scans `root` for models, their config.pbtxt and versions; nothing is
-    /// loaded yet.
-    pub(crate) fn discover(root: &Path, defaults: &Defaults) -> std::io::Result<Repository> {
-        let mut models = BTreeMap::new();
-        for entry in std::fs::read_dir(root)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // `Path::is_dir` follows symlinks: Kubernetes volumes (ConfigMap,
-            // git-sync) present model directories as links.
-            if name.starts_with('.') || !entry.path().is_dir() {
-                continue;
-            }
-            let mut model = Model::default();
-            let mut found = Vec::new();
-            for version_dir in std::fs::read_dir(entry.path())? {
-                let version_dir = version_dir?;
-                let file_name = version_dir.file_name();
-                let Some(version) = file_name.to_str().and_then(canonical_version) else {
-                    continue; // config files and other non-version entries
-                };
-                if version_dir.path().is_dir() {
-                    found.push(version);
-                }
-            }
-            found.sort_unstable();
-            let planned = model_config::read(&entry.path())
-                .and_then(|written| {
-                    let plan = LoadPlan::new(written.as_ref(), defaults)?;
-                    let versions = plan.select_versions(&found)?;
-                    Ok((written, plan, versions))
-                })
-                .map_err(|source| LoadError::Config {
-                    model: name.clone(),
-                    source,
-                });
-            match planned {
-                Ok((_, _, versions)) if versions.is_empty() => {
-                    model.problem = Some(LoadError::NoVersions {
-                        model: name.clone(),
-                    });
-                }
-                Ok((written, plan, versions)) => {
-                    model.written = written;
-                    model.plan = Some(plan);
-                    for version in versions {
-                        model.versions.insert(version, VersionState::Loading);
-                    }
-                }
-                Err(problem) => model.problem = Some(problem),
-            }
-            if let Some(problem) = &model.problem {
-                tracing::error!(model = %name, "model cannot load: {problem}");
-            }
-            models.insert(name, model);
-        }
-        if models.is_empty() {
+    /// The repository at `root`, nothing loaded yet: see
+    /// [`Repository::start`].
+    pub(crate) fn new(
+        root: &Path,
+        env: Environment,
+        options: LoadOptions,
+        health: Arc<Health>,
+    ) -> std::io::Result<Repository> {
+        let names = disk::model_names(root)?;
+        if names.is_empty() {
             tracing::warn!(repository = %root.display(), "the model repository holds no models");
         }
+        let models = names
+            .into_iter()
+            .map(|name| (name, ModelEntry::default()))
+            .collect();
         Ok(Repository {
             root: root.to_path_buf(),
+            env,
+            options,
+            health,
             models: RwLock::new(models),
-        })
-    }
-
-    /// Loads every discovered version, one after another, and returns
-    /// whether the server is ready: always with relaxed readiness, only if
-    /// every version loaded with strict readiness. Blocking: run it on a
-    /// blocking thread.
-    pub(crate) fn load_all(&self, env: &Environment, options: &LoadOptions) -> bool {
-        let pending: Vec<(String, u64)> = self
-            .read()
-            .iter()
-            .flat_map(|(name, m)| m.versions.keys().map(move |&v| (name.clone(), v)))
-            .collect();
-        let mut all_loaded = self.read().values().all(|m| m.problem.is_none());
-        let report = |name: &str, version, state, seconds| {
-            if let Some(metrics) = &options.metrics {
-                metrics.model_state(name, version, state, seconds);
-            }
-        };
-        for (name, version) in &pending {
-            report(name, *version, "loading", None);
-        }
-        for (name, version) in pending {
-            let started = std::time::Instant::now();
-            let state = match self.load_version(env, options, &name, version) {
-                Ok(loaded) => {
-                    let elapsed = started.elapsed();
-                    tracing::info!(model = %name, version, ?elapsed, "model loaded");
-                    report(&name, version, "ready", Some(elapsed.as_secs_f64()));
-                    VersionState::Ready(Arc::new(loaded))
-                }
-                Err(reason) => {
-                    tracing::error!(model = %name, version, "model failed to load: {reason}");
-                    report(
-                        &name,
-                        version,
-                        "failed",
-                        Some(started.elapsed().as_secs_f64()),
-                    );
-                    all_loaded = false;
-                    VersionState::Failed(reason)
-                }
-            };
-            if let Some(model) = self.write().get_mut(&name) {
-                model.versions.insert(version, state);
-            }
-        }
-        let ready = all_loaded || !options.strict_readiness;
-        if !all_loaded && options.strict_readiness {
-            tracing::warn!(
-                "some models failed to load: the server stays NOT ready (strict_readiness = true); the others serve"
-            );
-        }
-        ready
-    }
-
-    fn load_version(
-        &self,
-        env: &Environment,
-        options: &LoadOptions,
-        name: &str,
-        version: u64,
-    ) -> Result<LoadedVersion, LoadError> {
-        let (plan, written) = {
-            let models = self.read();
-            let model = models
-                .get(name)
-                .expect("versions are loaded only for models discovered before");
-            (
-                model
-                    .plan
-                    .clone()
-                    .expect("models with versions to load have a plan"),
-                model.written.clone(),
-            )
-        };
-        let path = plan.model_path(&self.root.join(name), version);
-        if !path.is_file() {
-            return Err(LoadError::MissingFile { path });
-        }
-        let defaults = &options.defaults;
-        let mut instances = Vec::with_capacity(plan.instances.len());
-        let mut devices = Vec::with_capacity(plan.instances.len());
-        for device in &plan.instances {
-            let session = SessionOptions {
-                intra_op_threads: defaults.intra_op_threads,
-                graph_level: plan.graph_level,
-                device: device.clone(),
-            };
-            let (instance, used) = Instance::load(env, name, &path, &session)?;
-            instances.push(instance);
-            devices.push(used);
-        }
-        let onnx = Arc::clone(instances[0].spec());
-        let resolved = model_config::complete(name, written.as_ref(), &onnx, &devices, defaults)
-            .map_err(|source| LoadError::Config {
-                model: name.to_string(),
-                source,
-            })?;
-        for instance in &mut instances {
-            if let Err(e) = instance.warm_up() {
-                // Zeros are not valid input for every model; the first real
-                // request will pay for initialisation instead.
-                tracing::warn!(model = %name, version, "warm-up failed: {e}");
-            }
-        }
-        let metrics = options
-            .metrics
-            .as_ref()
-            .map(|m| m.version(name, version))
-            .unwrap_or_default();
-        let stats = Arc::new(VersionStats::new(metrics));
-        let observer: Arc<dyn Observer> = stats.clone();
-        let scheduler = Scheduler::start(
-            &format!("oxserve-{name}-{version}"),
-            instances,
-            resolved.policy.clone(),
-            resolved.max_queue_size,
-            observer,
-        )
-        .map_err(|e| LoadError::Threads(e.to_string()))?;
-        Ok(LoadedVersion {
-            model: name.to_string(),
-            version,
-            spec: Arc::new(resolved.spec),
-            config: resolved.config,
-            stats,
-            default_timeout: resolved.default_timeout,
-            allow_timeout_override: resolved.allow_timeout_override,
-            scheduler,
+            operations: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
         })
     }
 
@@ -311,18 +186,25 @@ impl Repository {
             version,
             reason,
         };
-        if version.is_empty() {
-            if let Some(problem) = &entry.problem {
-                return Err(unavailable(None, problem.to_string()));
-            }
-            return entry
-                .versions
-                .values()
-                .rev()
-                .find_map(|s| s.ready().map(Arc::clone))
-                .ok_or_else(|| unavailable(None, describe_states(&entry.versions)));
+        if !entry.wanted {
+            let reason = if entry.unloaded {
+                "it is not loaded (unloaded)"
+            } else {
+                "it is not loaded"
+            };
+            return Err(unavailable(None, reason.into()));
         }
-        let state = version
+        if version.is_empty() {
+            if let Some(latest) = entry.latest() {
+                return Ok(Arc::clone(latest));
+            }
+            let reason = match &entry.problem {
+                Some(problem) => problem.to_string(),
+                None => describe_states(&entry.versions),
+            };
+            return Err(unavailable(None, reason));
+        }
+        let found = version
             .parse::<u64>()
             .ok()
             .and_then(|v| entry.versions.get(&v))
@@ -336,29 +218,52 @@ impl Repository {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        match state {
-            VersionState::Ready(v) => Ok(Arc::clone(v)),
-            VersionState::Loading => Err(unavailable(Some(version.into()), "still loading".into())),
-            VersionState::Failed(reason) => Err(unavailable(
+        match (&found.serving, &found.state) {
+            (Some(serving), _) => Ok(Arc::clone(serving)),
+            (None, LoadState::Loading) => {
+                Err(unavailable(Some(version.into()), "still loading".into()))
+            }
+            (None, LoadState::Failed(reason)) => Err(unavailable(
                 Some(version.into()),
                 format!("failed to load: {reason}"),
             )),
+            (None, LoadState::Ready) => {
+                Err(unavailable(Some(version.into()), "not serving".into()))
+            }
         }
     }
 
-    /// Versions of `model` that are ready, lowest first.
+    /// Counts a request that no loaded version could take, by why (a
+    /// bounded label set: no label per unknown name).
+    #[expect(
+        clippy::wildcard_enum_match_arm,
+        reason = "get() fails only with look-up errors; any other is a model not ready"
+    )]
+    pub(crate) fn unroutable(&self, error: &Error) {
+        let Some(metrics) = &self.options.metrics else {
+            return;
+        };
+        let reason = match error {
+            Error::ModelNotFound { .. } => "unknown_model",
+            Error::VersionNotFound { .. } => "unknown_version",
+            _ => "not_ready",
+        };
+        metrics.unroutable(reason);
+    }
+
+    /// Versions of `model` that serve, lowest first.
     pub(crate) fn ready_versions(&self, model: &str) -> Vec<u64> {
         self.read().get(model).map_or_else(Vec::new, |m| {
             m.versions
                 .iter()
-                .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
-                .map(|(&v, _)| v)
+                .filter(|(_, v)| v.serving.is_some())
+                .map(|(&n, _)| n)
                 .collect()
         })
     }
 
     /// Statistics of `model` (all models if empty) and `version` (all
-    /// loaded versions if empty).
+    /// serving versions if empty).
     pub(crate) fn statistics(
         &self,
         model: &str,
@@ -378,9 +283,100 @@ impl Repository {
             .iter()
             .filter(|(name, _)| model.is_empty() || name.as_str() == model)
             .flat_map(|(_, m)| m.versions.values())
-            .filter_map(VersionState::ready)
+            .filter_map(|v| v.serving.as_ref())
             .map(|v| v.stats.to_proto(&v.model, v.version))
             .collect())
+    }
+
+    /// Every model and version with its state, in Triton's terms (READY,
+    /// LOADING, UNAVAILABLE) and why when it is not ready; models on disk
+    /// that were never loaded included. `ready` keeps only READY rows.
+    pub(crate) fn index(&self, ready: bool) -> Vec<ModelIndex> {
+        let on_disk = disk::model_names(&self.root).unwrap_or_default();
+        let models = self.read();
+        let mut rows = Vec::new();
+        let row = |name: &str, version: String, state: &str, reason: String| ModelIndex {
+            name: name.to_string(),
+            version,
+            state: state.to_string(),
+            reason,
+        };
+        for (name, entry) in models.iter() {
+            if !entry.wanted {
+                let reason = if entry.unloaded {
+                    "unloaded"
+                } else {
+                    "not loaded"
+                };
+                rows.push(row(name, String::new(), "UNAVAILABLE", reason.into()));
+                continue;
+            }
+            if entry.versions.is_empty() {
+                let reason = entry
+                    .problem
+                    .as_ref()
+                    .map_or_else(|| "no versions".to_string(), ToString::to_string);
+                rows.push(row(name, String::new(), "UNAVAILABLE", reason));
+                continue;
+            }
+            for (number, version) in &entry.versions {
+                let number = number.to_string();
+                let reason = |state: &LoadState| match state {
+                    LoadState::Loading => "a new load is in progress".to_string(),
+                    LoadState::Ready => String::new(),
+                    LoadState::Failed(e) => format!("the latest load failed: {e}"),
+                };
+                rows.push(match (&version.serving, &version.state) {
+                    (Some(_), state) => {
+                        let mut why = reason(state);
+                        if let Some(problem) = &entry.problem {
+                            why = format!("the latest load failed: {problem}");
+                        }
+                        row(name, number, "READY", why)
+                    }
+                    (None, LoadState::Loading) => row(name, number, "LOADING", String::new()),
+                    (None, LoadState::Failed(e)) => row(name, number, "UNAVAILABLE", e.to_string()),
+                    (None, LoadState::Ready) => {
+                        row(name, number, "UNAVAILABLE", "not serving".into())
+                    }
+                });
+            }
+        }
+        for name in on_disk {
+            if !models.contains_key(&name) {
+                rows.push(row(
+                    &name,
+                    String::new(),
+                    "UNAVAILABLE",
+                    "not loaded".into(),
+                ));
+            }
+        }
+        drop(models);
+        if ready {
+            rows.retain(|r| r.state == "READY");
+        }
+        rows
+    }
+
+    /// Whether the server is ready: once the start-up loads are done,
+    /// always with relaxed readiness; with strict readiness, only while
+    /// every wanted model serves every version it selected.
+    pub(crate) fn is_ready(&self) -> bool {
+        if !self.started.load(Ordering::Acquire) {
+            return false;
+        }
+        !self.options.strict_readiness
+            || self
+                .read()
+                .values()
+                .filter(|m| m.wanted)
+                .all(ModelEntry::serves_fully)
+    }
+
+    /// Tells the health service whether the server is ready now.
+    fn update_readiness(&self) {
+        self.health.set_ready(self.is_ready());
     }
 
     /// Drops every loaded version, ending their worker threads once the
@@ -391,40 +387,32 @@ impl Repository {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Model>> {
-        // Writers never panic while holding the lock (they only insert), so
-        // a poisoned lock still holds consistent data.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelEntry>> {
+        // Writers never panic while holding the lock (they only swap
+        // entries), so a poisoned lock still holds consistent data.
         self.models.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Model>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelEntry>> {
         self.models.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A version directory name: decimal digits without leading zeros, so that
-/// the directory is found again from the number (`01` would not be).
-fn canonical_version(name: &str) -> Option<u64> {
-    let version = name.parse::<u64>().ok()?;
-    if version.to_string() == name {
-        Some(version)
-    } else {
-        tracing::warn!(
-            directory = name,
-            "ignoring version directory: write versions without leading zeros or signs"
-        );
-        None
+fn describe_states(versions: &BTreeMap<u64, VersionEntry>) -> String {
+    if versions.is_empty() {
+        return "it has no versions".into();
     }
-}
-
-fn describe_states(versions: &BTreeMap<u64, VersionState>) -> String {
     let parts: Vec<String> = versions
         .iter()
-        .map(|(v, s)| match s {
-            VersionState::Loading => format!("version {v} is still loading"),
-            VersionState::Ready(_) => format!("version {v} is ready"),
-            VersionState::Failed(reason) => format!("version {v} failed to load: {reason}"),
+        .map(|(v, entry)| match (&entry.serving, &entry.state) {
+            (Some(_), _) => format!("version {v} is ready"),
+            (None, LoadState::Loading) => format!("version {v} is still loading"),
+            (None, LoadState::Failed(reason)) => format!("version {v} failed to load: {reason}"),
+            (None, LoadState::Ready) => format!("version {v} is not serving"),
         })
         .collect();
     parts.join("; ")
 }
+
+#[cfg(test)]
+mod tests;

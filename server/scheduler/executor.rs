@@ -15,8 +15,14 @@ pub trait Executor: Send + 'static {
     type Output: Send + 'static;
 
     /// Runs `jobs` as one execution and returns one output per job, in
-    /// order. Blocking: it runs on a thread of the scheduler's own.
-    fn execute(&mut self, jobs: &[&Self::Job]) -> Result<Executed<Self::Output>, ExecError>;
+    /// order. A single job of more rows than `max_rows` (larger than any
+    /// batch) is run in chunks of at most `max_rows` rows and its outputs
+    /// joined. Blocking: it runs on a thread of the scheduler's own.
+    fn execute(
+        &mut self,
+        jobs: &[&Self::Job],
+        max_rows: usize,
+    ) -> Result<Executed<Self::Output>, ExecError>;
 }
 
 /// The outcome of one execution.
@@ -24,8 +30,11 @@ pub trait Executor: Send + 'static {
 pub struct Executed<O> {
     /// One output per job, in the order of the jobs.
     pub outputs: Vec<O>,
-    /// Time spent in each stage.
+    /// Time spent in each stage (all runs together).
     pub times: ComputeTimes,
+    /// Model runs it took: 1, or the chunks of a request larger than a
+    /// batch.
+    pub runs: usize,
 }
 
 /// Time spent in the three compute stages of one execution, as Triton's
@@ -67,8 +76,11 @@ pub trait Observer: Send + Sync + 'static {
     fn pending(&self, waiting: usize);
     /// A request leaves the queue for execution after waiting `waited`.
     fn dequeued(&self, waited: Duration);
-    /// One execution of `requests` requests carrying `rows` rows succeeded.
-    fn executed(&self, requests: usize, rows: usize, times: ComputeTimes);
+    /// One execution of `requests` requests carrying `rows` rows succeeded,
+    /// in `runs` model runs (more than one for a request run in chunks).
+    fn executed(&self, requests: usize, rows: usize, runs: usize, times: ComputeTimes);
+    /// The batch limit changed (the server picks the batch size).
+    fn batch_limit(&self, _limit: usize) {}
 }
 
 /// An observer that records nothing.
@@ -78,5 +90,5 @@ pub struct Unobserved;
 impl Observer for Unobserved {
     fn pending(&self, _: usize) {}
     fn dequeued(&self, _: Duration) {}
-    fn executed(&self, _: usize, _: usize, _: ComputeTimes) {}
+    fn executed(&self, _: usize, _: usize, _: usize, _: ComputeTimes) {}
 }

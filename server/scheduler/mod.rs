@@ -10,6 +10,7 @@
 //! drops its ticket, which takes its request out of the queue at once: it
 //! is never run and no longer counts against the queue's capacity.
 
+mod autobatch;
 mod executor;
 mod policy;
 mod queue;
@@ -23,6 +24,7 @@ use std::thread;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use autobatch::{AutoBatch, AutoBatchSettings};
 pub use executor::{ComputeTimes, ExecError, Executed, Executor, Observer, Served, Unobserved};
 pub use policy::{BatchPolicy, Decision, Waiting};
 pub use queue::{Queue, Queued, SlotId};
@@ -30,7 +32,8 @@ pub use queue::{Queue, Queued, SlotId};
 /// Why a request was not queued, or not answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchedulerError {
-    /// The queue holds its maximum number of requests.
+    /// The queue (of the request's priority level) holds its maximum
+    /// number of requests.
     #[error("the queue holds its maximum of {capacity} requests")]
     QueueFull {
         /// The queue's capacity.
@@ -55,13 +58,46 @@ struct Job<J, O> {
 struct State<J, O> {
     queue: Queue<Job<J, O>>,
     closed: bool,
+    /// The learned batch limit, when the server picks the batch size.
+    sizer: Option<AutoBatch>,
+}
+
+impl<J, O> State<J, O> {
+    fn limit(&self, policy: &BatchPolicy) -> usize {
+        self.sizer
+            .as_ref()
+            .map_or(policy.max_batch_size, AutoBatch::limit)
+    }
+
+    /// Rows per execution for a request larger than a batch.
+    fn chunk(&self, policy: &BatchPolicy) -> usize {
+        match (&self.sizer, policy.max_batch_size) {
+            (_, 0) => usize::MAX,
+            (Some(sizer), _) => sizer.chunk_rows(),
+            (None, max) => max,
+        }
+    }
+}
+
+/// How a scheduler forms batches and bounds its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// The batching policy (its `max_batch_size` is the cap when `auto` is
+    /// set).
+    pub policy: BatchPolicy,
+    /// Requests that may wait, per priority level (highest first); at
+    /// least one level.
+    pub capacities: Vec<usize>,
+    /// Learn the batch limit from execution times, up to the policy's
+    /// `max_batch_size`.
+    pub auto: Option<AutoBatchSettings>,
 }
 
 struct Shared<J, O> {
     state: Mutex<State<J, O>>,
     wake: Condvar,
     policy: BatchPolicy,
-    capacity: usize,
+    capacities: Vec<usize>,
     observer: Arc<dyn Observer>,
 }
 
@@ -83,7 +119,7 @@ impl<J, O> std::fmt::Debug for Scheduler<J, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler")
             .field("policy", &self.shared.policy)
-            .field("capacity", &self.shared.capacity)
+            .field("capacities", &self.shared.capacities)
             .finish()
     }
 }
@@ -94,21 +130,31 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
     pub fn start<E>(
         name: &str,
         executors: Vec<E>,
-        policy: BatchPolicy,
-        capacity: usize,
+        settings: SchedulerSettings,
         observer: Arc<dyn Observer>,
     ) -> std::io::Result<Scheduler<J, O>>
     where
         E: Executor<Job = J, Output = O>,
     {
+        let mut capacities = settings.capacities;
+        if capacities.is_empty() {
+            capacities.push(usize::MAX);
+        }
+        let sizer = settings.auto.map(AutoBatch::new);
+        observer.batch_limit(
+            sizer
+                .as_ref()
+                .map_or(settings.policy.max_batch_size, AutoBatch::limit),
+        );
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: Queue::default(),
+                queue: Queue::with_levels(capacities.len()),
                 closed: false,
+                sizer,
             }),
             wake: Condvar::new(),
-            policy,
-            capacity,
+            policy: settings.policy,
+            capacities,
             observer,
         });
         let scheduler = Scheduler {
@@ -125,31 +171,37 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         Ok(scheduler)
     }
 
-    /// Queues `job`, which carries `rows` rows and batches only with jobs of
-    /// the same `key`; the ticket resolves to its output once it has run.
+    /// Queues `job` at priority `level` (0 = the highest; clamped to the
+    /// lowest), which carries `rows` rows and batches only with jobs of the
+    /// same `key`; from `delayed_after` on it yields to requests that have
+    /// not timed out (Triton's DELAY). The ticket resolves to its output
+    /// once it has run.
     pub fn submit(
         &self,
         job: J,
         rows: usize,
         key: Box<[u64]>,
+        level: usize,
+        delayed_after: Option<Instant>,
     ) -> Result<Ticket<J, O>, SchedulerError> {
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
             rows,
             key,
             enqueued: Instant::now(),
+            delayed_after,
         };
+        let level = level.min(self.shared.capacities.len() - 1);
+        let capacity = self.shared.capacities[level];
         let (slot, pending) = {
             let mut state = self.shared.lock();
             if state.closed {
                 return Err(SchedulerError::Stopped);
             }
-            if state.queue.len() >= self.shared.capacity {
-                return Err(SchedulerError::QueueFull {
-                    capacity: self.shared.capacity,
-                });
+            if state.queue.len_at(level) >= capacity {
+                return Err(SchedulerError::QueueFull { capacity });
             }
-            let slot = state.queue.push(waiting, Job { job, reply });
+            let slot = state.queue.push(level, waiting, Job { job, reply });
             (slot, state.queue.len())
         };
         self.shared.observer.pending(pending);
@@ -159,6 +211,14 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
             slot: Some(slot),
             answer,
         })
+    }
+}
+
+impl<J, O> Scheduler<J, O> {
+    /// The batch limit batches are formed with now: the policy's, or the
+    /// learned one.
+    pub fn batch_limit(&self) -> usize {
+        self.shared.lock().limit(&self.shared.policy)
     }
 }
 
@@ -212,22 +272,31 @@ impl<J, O> Drop for Ticket<J, O> {
     }
 }
 
+/// Requests taken out of the queue to run together.
+type Batch<J, O> = Vec<queue::Queued<Job<J, O>>>;
+
 /// Waits for the next batch; `None` once the scheduler is dropped and the
-/// queue is empty.
-fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<Vec<queue::Queued<Job<J, O>>>> {
+/// queue is empty. Returns the batch and the rows per execution for a
+/// request larger than a batch.
+fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<(Batch<J, O>, usize)> {
     let mut state = shared.lock();
     loop {
         if state.queue.is_empty() && state.closed {
             return None;
         }
         let now = Instant::now();
-        match shared.policy.decide(state.queue.waiting(), now) {
+        let limit = state.limit(&shared.policy);
+        match shared
+            .policy
+            .decide_within(state.queue.waiting(), limit, now)
+        {
             Decision::Run(ids) => {
                 let batch = state.queue.take(&ids);
                 let pending = state.queue.len();
+                let chunk = state.chunk(&shared.policy);
                 drop(state);
                 shared.observer.pending(pending);
-                return Some(batch);
+                return Some((batch, chunk));
             }
             Decision::WaitUntil(deadline) => {
                 let timeout = deadline.saturating_duration_since(now);
@@ -245,7 +314,7 @@ fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<Vec<queue::Queued<Job<J, O>
 }
 
 fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E, instance: usize) {
-    while let Some(batch) = next_batch(shared) {
+    while let Some((batch, chunk)) = next_batch(shared) {
         let started = Instant::now();
         let mut rows = 0;
         let mut jobs = Vec::with_capacity(batch.len());
@@ -260,7 +329,8 @@ fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E, instan
         let refs: Vec<&E::Job> = jobs.iter().collect();
         // A panic inside an execution must cost this batch, not the model:
         // the worker goes on with the next one.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(&refs)))
+        // A request larger than a batch runs alone, in chunks.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(&refs, chunk)))
             .unwrap_or_else(|_| Err(ExecError("the inference thread panicked".into())));
         let result = result.and_then(|done| {
             if done.outputs.len() == replies.len() {
@@ -275,7 +345,11 @@ fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E, instan
         });
         match result {
             Ok(done) => {
-                shared.observer.executed(replies.len(), rows, done.times);
+                let runs = done.runs.max(1);
+                shared
+                    .observer
+                    .executed(replies.len(), rows, runs, done.times);
+                learn(shared, rows, runs, done.times);
                 for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
                     // The caller may have gone meanwhile; nobody is left to tell.
                     let _ = reply.send(Ok(Served {
@@ -293,6 +367,30 @@ fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E, instan
                 }
             }
         }
+    }
+}
+
+/// Feeds an execution's time to the batch sizer, if the server picks the
+/// batch size.
+fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTimes) {
+    let changed = {
+        let mut state = shared.lock();
+        let Some(sizer) = state.sizer.as_mut() else {
+            return;
+        };
+        // A chunked request: each run is one execution of its share.
+        let total = times.input + times.infer + times.output;
+        let per_run = total / u32::try_from(runs).unwrap_or(u32::MAX);
+        let mut changed = None;
+        for _ in 0..runs.min(64) {
+            changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
+        }
+        changed
+    };
+    if let Some(limit) = changed {
+        shared.observer.batch_limit(limit);
+        // A larger limit may make a waiting batch complete.
+        shared.wake.notify_all();
     }
 }
 

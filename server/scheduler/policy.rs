@@ -16,6 +16,25 @@ pub struct Waiting {
     pub key: Box<[u64]>,
     /// When it entered the queue.
     pub enqueued: Instant,
+    /// With Triton's DELAY timeout action: from this instant on it yields
+    /// to every request of its priority that has not timed out.
+    pub delayed_after: Option<Instant>,
+}
+
+impl Waiting {
+    /// A request that arrived `enqueued`, with no DELAY timeout.
+    pub fn new(rows: usize, key: Box<[u64]>, enqueued: Instant) -> Waiting {
+        Waiting {
+            rows,
+            key,
+            enqueued,
+            delayed_after: None,
+        }
+    }
+
+    fn delayed(&self, now: Instant) -> bool {
+        self.delayed_after.is_some_and(|t| t <= now)
+    }
 }
 
 /// The next step for an idle model instance.
@@ -51,37 +70,61 @@ impl BatchPolicy {
         }
     }
 
-    /// Decides what an idle instance does with the waiting requests
-    /// (oldest first, each with the id it is taken by) at `now`.
+    /// Decides what an idle instance does with the waiting requests (in
+    /// service order: by priority, then oldest first; each with the id it
+    /// is taken by) at `now`, with batches of at most `max_batch_size`
+    /// rows. See [`BatchPolicy::decide_within`].
+    pub fn decide<'w, K, I>(&self, queue: I, now: Instant) -> Decision<K>
+    where
+        I: IntoIterator<Item = (K, &'w Waiting)>,
+        I::IntoIter: Clone,
+    {
+        self.decide_within(queue, self.max_batch_size, now)
+    }
+
+    /// [`BatchPolicy::decide`] with a batch limit of `limit` rows (the
+    /// batch size a model learned, when the server picks it).
     ///
-    /// The batch is always led by the oldest request, so nothing starves;
-    /// it takes the following requests with the same key in arrival order,
-    /// up to `max_batch_size` rows, stopping at the first that would not
-    /// fit. It runs at once when full or when a prefix of it is exactly a
+    /// The batch is led by the first request in service order that has not
+    /// been delayed (DELAY timeout action), so nothing starves; it takes
+    /// the following requests with the same key in that order, up to
+    /// `limit` rows, stopping at the first that would not fit. A leading
+    /// request larger than the limit runs alone (it is run in chunks). The
+    /// batch runs at once when full or when a prefix of it is exactly a
     /// preferred size (the largest such prefix); otherwise it waits until
-    /// the oldest request has waited `max_queue_delay`, then runs what it
+    /// its leading request has waited `max_queue_delay`, then runs what it
     /// has. It reads the queue only as far as the batch it forms, except
-    /// when skipping requests of other shapes.
-    pub fn decide<'w, K>(
-        &self,
-        queue: impl IntoIterator<Item = (K, &'w Waiting)>,
-        now: Instant,
-    ) -> Decision<K> {
-        let mut queue = queue.into_iter();
-        let Some((head_id, head)) = queue.next() else {
-            return Decision::Idle;
-        };
-        if self.max_batch_size == 0 {
-            return Decision::Run(vec![head_id]);
-        }
+    /// when skipping requests of other shapes or delayed ones.
+    pub fn decide_within<'w, K, I>(&self, queue: I, limit: usize, now: Instant) -> Decision<K>
+    where
+        I: IntoIterator<Item = (K, &'w Waiting)>,
+        I::IntoIter: Clone,
+    {
+        let queue = queue.into_iter();
+        // Requests whose DELAY timeout passed yield to all the others; when
+        // only such requests wait, they are served in order all the same.
+        let all_delayed = queue.clone().all(|(_, w)| w.delayed(now));
+        let mut head: Option<&Waiting> = None;
         let mut picked = Vec::new();
         let mut rows = 0;
         let mut preferred_prefix = None;
-        for (id, waiting) in std::iter::once((head_id, head)).chain(queue) {
+        for (id, waiting) in queue {
+            if !all_delayed && waiting.delayed(now) {
+                continue;
+            }
+            let head = *head.get_or_insert(waiting);
             if waiting.key != head.key {
                 continue;
             }
-            if rows + waiting.rows > self.max_batch_size {
+            if self.max_batch_size == 0 || limit == 0 || waiting.rows > limit {
+                if picked.is_empty() {
+                    // Unbatched, or larger than a batch: it runs alone
+                    // (split into chunks by the executor).
+                    return Decision::Run(vec![id]);
+                }
+                break;
+            }
+            if rows + waiting.rows > limit {
                 break;
             }
             picked.push(id);
@@ -89,10 +132,13 @@ impl BatchPolicy {
             if self.preferred_batch_sizes.contains(&rows) {
                 preferred_prefix = Some(picked.len());
             }
-            if rows == self.max_batch_size {
+            if rows == limit {
                 return Decision::Run(picked);
             }
         }
+        let Some(head) = head else {
+            return Decision::Idle;
+        };
         if let Some(len) = preferred_prefix {
             picked.truncate(len);
             return Decision::Run(picked);

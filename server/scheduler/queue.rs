@@ -1,8 +1,9 @@
-//! The waiting requests of one model version, in arrival order: a plain data
-//! structure, with no threads, locks or clocks.
+//! The waiting requests of one model version, by priority level and then in
+//! arrival order: a plain data structure, with no threads, locks or clocks.
 //!
-//! Entries live in a slab and the arrival order is a deque of slot ids, so
-//! every operation a busy server repeats is cheap whatever the queue holds:
+//! Entries live in a slab and each priority level's arrival order is a
+//! deque of slot ids, so every operation a busy server repeats is cheap
+//! whatever the queue holds:
 //! counting live entries (the admission check) is O(1); removing an entry
 //! whose caller gave up is O(1) and frees its data at once; taking a batch
 //! of k entries is O(k). A removed entry leaves a stale id in the order,
@@ -28,6 +29,8 @@ pub struct Queued<J> {
     pub waiting: Waiting,
     /// The queued job.
     pub job: J,
+    /// Its priority level (0 = the highest).
+    level: usize,
 }
 
 #[derive(Debug)]
@@ -41,28 +44,43 @@ struct Slot<J> {
 pub struct Queue<J> {
     slots: Vec<Slot<J>>,
     free: Vec<u32>,
-    order: VecDeque<SlotId>,
+    /// One arrival order per priority level, highest first.
+    orders: Vec<VecDeque<SlotId>>,
+    /// Live entries per level.
+    counts: Vec<usize>,
     live: usize,
 }
 
 impl<J> Default for Queue<J> {
     fn default() -> Self {
-        Queue {
-            slots: Vec::new(),
-            free: Vec::new(),
-            order: VecDeque::new(),
-            live: 0,
-        }
+        Queue::with_levels(1)
     }
 }
 
-/// Stale ids tolerated beyond the live count before the order is compacted.
+/// Stale ids tolerated beyond the live count before an order is compacted.
 const SLACK: usize = 64;
 
 impl<J> Queue<J> {
+    /// A queue with `levels` priority levels (at least one).
+    pub fn with_levels(levels: usize) -> Queue<J> {
+        let levels = levels.max(1);
+        Queue {
+            slots: Vec::new(),
+            free: Vec::new(),
+            orders: (0..levels).map(|_| VecDeque::new()).collect(),
+            counts: vec![0; levels],
+            live: 0,
+        }
+    }
+
     /// Entries waiting (abandoned and taken ones excluded).
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Entries waiting at priority `level`.
+    pub fn len_at(&self, level: usize) -> usize {
+        self.counts.get(level).copied().unwrap_or(0)
     }
 
     /// Whether nothing is waiting.
@@ -70,9 +88,15 @@ impl<J> Queue<J> {
         self.live == 0
     }
 
-    /// Appends an entry; the caller checks capacity with [`Queue::len`].
-    pub fn push(&mut self, waiting: Waiting, job: J) -> SlotId {
-        let entry = Some(Queued { waiting, job });
+    /// Appends an entry at priority `level` (clamped to the lowest); the
+    /// caller checks capacity with [`Queue::len`] and [`Queue::len_at`].
+    pub fn push(&mut self, level: usize, waiting: Waiting, job: J) -> SlotId {
+        let level = level.min(self.orders.len() - 1);
+        let entry = Some(Queued {
+            waiting,
+            job,
+            level,
+        });
         let id = match self.free.pop() {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
@@ -95,7 +119,8 @@ impl<J> Queue<J> {
                 }
             }
         };
-        self.order.push_back(id);
+        self.orders[level].push_back(id);
+        self.counts[level] += 1;
         self.live += 1;
         id
     }
@@ -111,7 +136,8 @@ impl<J> Queue<J> {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);
         self.live -= 1;
-        self.trim();
+        self.counts[entry.level] -= 1;
+        self.trim(entry.level);
         Some(entry)
     }
 
@@ -120,9 +146,10 @@ impl<J> Queue<J> {
         ids.iter().filter_map(|&id| self.remove(id)).collect()
     }
 
-    /// The waiting entries, oldest first.
-    pub fn waiting(&self) -> impl Iterator<Item = (SlotId, &Waiting)> {
-        self.order.iter().filter_map(|&id| {
+    /// The waiting entries in service order: by priority level, then
+    /// oldest first.
+    pub fn waiting(&self) -> impl Iterator<Item = (SlotId, &Waiting)> + Clone {
+        self.orders.iter().flatten().filter_map(|&id| {
             let slot = &self.slots[id.index as usize];
             match &slot.entry {
                 Some(queued) if slot.generation == id.generation => Some((id, &queued.waiting)),
@@ -136,33 +163,33 @@ impl<J> Queue<J> {
         slot.generation == id.generation && slot.entry.is_some()
     }
 
-    /// Drops stale ids from the front, and compacts the order when stale
-    /// ids outnumber live entries.
-    fn trim(&mut self) {
-        while let Some(&front) = self.order.front() {
+    /// Drops stale ids from the front of `level`'s order, and compacts it
+    /// when its stale ids outnumber its live entries.
+    fn trim(&mut self, level: usize) {
+        let mut order = std::mem::take(&mut self.orders[level]);
+        while let Some(&front) = order.front() {
             if self.is_live(front) {
                 break;
             }
-            self.order.pop_front();
+            order.pop_front();
         }
-        if self.order.len() > 2 * self.live + SLACK {
-            let mut order = std::mem::take(&mut self.order);
+        if order.len() > 2 * self.counts[level] + SLACK {
             order.retain(|&id| self.is_live(id));
-            self.order = order;
         }
+        self.orders[level] = order;
     }
 
-    /// Removes and returns every waiting entry, oldest first.
+    /// Removes and returns every waiting entry, in service order.
     #[cfg(test)]
     pub(crate) fn drain(&mut self) -> Vec<Queued<J>> {
         let ids: Vec<SlotId> = self.waiting().map(|(id, _)| id).collect();
         self.take(&ids)
     }
 
-    /// Ids held in the order, stale ones included (for tests of the bound).
+    /// Ids held in the orders, stale ones included (for tests of the bound).
     #[cfg(test)]
     pub(crate) fn order_len(&self) -> usize {
-        self.order.len()
+        self.orders.iter().map(VecDeque::len).sum()
     }
 }
 
@@ -173,11 +200,7 @@ mod tests {
     use super::*;
 
     fn waiting(rows: usize) -> Waiting {
-        Waiting {
-            rows,
-            key: Box::new([0]),
-            enqueued: Instant::now(),
-        }
+        Waiting::new(rows, Box::new([0]), Instant::now())
     }
 
     fn jobs<J: Copy>(queue: &Queue<J>) -> Vec<J> {
@@ -196,9 +219,9 @@ mod tests {
     #[test]
     fn entries_wait_in_arrival_order_and_leave_once() {
         let mut q = Queue::default();
-        let a = q.push(waiting(1), 'a');
-        let b = q.push(waiting(2), 'b');
-        q.push(waiting(1), 'c');
+        let a = q.push(0, waiting(1), 'a');
+        let b = q.push(0, waiting(2), 'b');
+        q.push(0, waiting(1), 'c');
         assert_eq!(q.len(), 3);
         assert_eq!(jobs(&q), ['a', 'b', 'c']);
         assert_eq!(q.remove(b).map(|e| e.job), Some('b'));
@@ -217,9 +240,9 @@ mod tests {
     #[test]
     fn a_reused_slot_does_not_answer_to_its_old_id() {
         let mut q = Queue::default();
-        let old = q.push(waiting(1), 1);
+        let old = q.push(0, waiting(1), 1);
         q.remove(old);
-        let new = q.push(waiting(1), 2);
+        let new = q.push(0, waiting(1), 2);
         assert_ne!(old, new);
         assert!(q.remove(old).is_none());
         assert_eq!(q.len(), 1);
@@ -229,15 +252,48 @@ mod tests {
     #[test]
     fn stale_ids_stay_within_a_constant_factor_of_live_entries() {
         let mut q = Queue::default();
-        let head = q.push(waiting(1), 0);
+        let head = q.push(0, waiting(1), 0);
         // The head stays, so stale ids behind it cannot leave from the front.
         for i in 1..10_000 {
-            let id = q.push(waiting(1), i);
+            let id = q.push(0, waiting(1), i);
             q.remove(id);
             assert!(q.order_len() <= 2 * q.len() + SLACK + 1, "at {i}");
         }
         assert_eq!(q.len(), 1);
         assert_eq!(q.take(&[head]).len(), 1);
         assert_eq!(q.order_len(), 0);
+    }
+}
+
+#[cfg(test)]
+mod level_tests {
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn higher_priority_levels_are_served_first_and_counted_apart() {
+        let mut q = Queue::with_levels(3);
+        let w = || Waiting::new(1, Box::new([0]), Instant::now());
+        q.push(2, w(), "low-1");
+        q.push(0, w(), "high-1");
+        q.push(1, w(), "mid-1");
+        q.push(2, w(), "low-2");
+        q.push(0, w(), "high-2");
+        q.push(9, w(), "clamped-to-lowest");
+        assert_eq!((q.len_at(0), q.len_at(1), q.len_at(2)), (2, 1, 3));
+        let order: Vec<&str> = q.drain().into_iter().map(|e| e.job).collect();
+        assert_eq!(
+            order,
+            [
+                "high-1",
+                "high-2",
+                "mid-1",
+                "low-1",
+                "low-2",
+                "clamped-to-lowest"
+            ]
+        );
+        assert_eq!(q.len_at(2), 0);
     }
 }

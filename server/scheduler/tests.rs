@@ -19,13 +19,16 @@ struct Fake {
     started: Sender<Vec<&'static str>>,
     permits: Receiver<()>,
     dropped: Arc<Mutex<bool>>,
+    /// The chunk size of every execution.
+    chunks: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Executor for Fake {
     type Job = Job;
     type Output = String;
 
-    fn execute(&mut self, jobs: &[&Job]) -> Result<Executed<String>, ExecError> {
+    fn execute(&mut self, jobs: &[&Job], max_rows: usize) -> Result<Executed<String>, ExecError> {
+        self.chunks.lock().unwrap().push(max_rows);
         let names: Vec<&'static str> = jobs.iter().map(|j| j.0).collect();
         let _ = self.started.send(names.clone());
         let _ = self.permits.recv();
@@ -38,6 +41,7 @@ impl Executor for Fake {
         Ok(Executed {
             outputs: names.iter().map(|n| n.to_uppercase()).collect(),
             times: ComputeTimes::default(),
+            runs: 1,
         })
     }
 }
@@ -54,6 +58,7 @@ struct Recorder {
     pending: Mutex<Vec<usize>>,
     dequeued: Mutex<usize>,
     executed: Mutex<Vec<(usize, usize)>>,
+    limits: Mutex<Vec<usize>>,
 }
 
 impl Observer for Recorder {
@@ -63,8 +68,11 @@ impl Observer for Recorder {
     fn dequeued(&self, _: Duration) {
         *self.dequeued.lock().unwrap() += 1;
     }
-    fn executed(&self, requests: usize, rows: usize, _: ComputeTimes) {
+    fn executed(&self, requests: usize, rows: usize, _: usize, _: ComputeTimes) {
         self.executed.lock().unwrap().push((requests, rows));
+    }
+    fn batch_limit(&self, limit: usize) {
+        self.limits.lock().unwrap().push(limit);
     }
 }
 
@@ -74,12 +82,21 @@ struct Harness {
     permits: Sender<()>,
     recorder: Arc<Recorder>,
     dropped: Arc<Mutex<bool>>,
+    chunks: Arc<Mutex<Vec<usize>>>,
 }
 
 const WAIT: Duration = Duration::from_secs(10);
 
 impl Harness {
     fn new(max_batch_size: usize, capacity: usize) -> Harness {
+        Harness::with_settings(max_batch_size, vec![capacity], None)
+    }
+
+    fn with_settings(
+        max_batch_size: usize,
+        capacities: Vec<usize>,
+        auto: Option<AutoBatchSettings>,
+    ) -> Harness {
         let (started_tx, started) = channel();
         let (permits, permits_rx) = channel();
         let dropped = Arc::new(Mutex::new(false));
@@ -89,19 +106,27 @@ impl Harness {
             preferred_batch_sizes: Vec::new(),
             max_queue_delay: Duration::ZERO,
         };
+        let chunks = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             started: started_tx,
             permits: permits_rx,
             dropped: Arc::clone(&dropped),
+            chunks: Arc::clone(&chunks),
         };
         let observer: Arc<dyn Observer> = recorder.clone();
-        let scheduler = Scheduler::start("test", vec![fake], policy, capacity, observer).unwrap();
+        let settings = SchedulerSettings {
+            policy,
+            capacities,
+            auto,
+        };
+        let scheduler = Scheduler::start("test", vec![fake], settings, observer).unwrap();
         Harness {
             scheduler: Some(scheduler),
             started,
             permits,
             recorder,
             dropped,
+            chunks,
         }
     }
 
@@ -114,10 +139,23 @@ impl Harness {
         name: &'static str,
         key: u64,
     ) -> Result<Ticket<Job, String>, SchedulerError> {
-        self.scheduler
-            .as_ref()
-            .expect("not closed")
-            .submit(Job(name), 1, Box::new([key]))
+        self.submit_with(name, 1, key, 0)
+    }
+
+    fn submit_with(
+        &self,
+        name: &'static str,
+        rows: usize,
+        key: u64,
+        level: usize,
+    ) -> Result<Ticket<Job, String>, SchedulerError> {
+        self.scheduler.as_ref().expect("not closed").submit(
+            Job(name),
+            rows,
+            Box::new([key]),
+            level,
+            None,
+        )
     }
 
     /// The next batch the worker started.
@@ -277,4 +315,74 @@ async fn batches_form_as_the_policy_says() {
         *h.recorder.executed.lock().unwrap(),
         [(1, 1), (4, 4), (1, 1), (2, 2)]
     );
+}
+
+#[tokio::test]
+async fn high_priority_requests_overtake_a_backlog() {
+    // Two levels, each with its own capacity.
+    let h = Harness::with_settings(1, vec![4, 2], None);
+    let busy = h.submit_with("busy", 1, 0, 1).unwrap();
+    assert_eq!(h.next_started(), ["busy"]);
+    let low: Vec<_> = ["low-1", "low-2"]
+        .into_iter()
+        .map(|n| h.submit_with(n, 1, 0, 1).unwrap())
+        .collect();
+    // The low level is full; the high one still takes requests.
+    assert_eq!(
+        h.submit_with("low-3", 1, 0, 1).err(),
+        Some(SchedulerError::QueueFull { capacity: 2 })
+    );
+    let high = h.submit_with("high", 1, 0, 0).unwrap();
+    for _ in 0..4 {
+        h.finish_one();
+    }
+    busy.await.unwrap();
+    assert_eq!(h.next_started(), ["high"], "the high priority goes first");
+    assert_eq!(h.next_started(), ["low-1"]);
+    assert_eq!(h.next_started(), ["low-2"]);
+    high.await.unwrap();
+    for ticket in low {
+        ticket.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_request_larger_than_a_batch_runs_alone_in_chunks_of_the_limit() {
+    let h = Harness::new(4, 8);
+    let busy = h.submit("busy").unwrap();
+    assert_eq!(h.next_started(), ["busy"]);
+    let small = h.submit_with("small", 1, 0, 0).unwrap();
+    let big = h.submit_with("big", 10, 0, 0).unwrap();
+    let after = h.submit_with("after", 1, 0, 0).unwrap();
+    for _ in 0..4 {
+        h.finish_one();
+    }
+    busy.await.unwrap();
+    assert_eq!(
+        h.next_started(),
+        ["small"],
+        "the big one does not join a batch"
+    );
+    assert_eq!(h.next_started(), ["big"], "it runs alone");
+    assert_eq!(h.next_started(), ["after"]);
+    small.await.unwrap();
+    let served = big.await.unwrap();
+    assert_eq!(served.batch_rows, 10);
+    after.await.unwrap();
+    // Every execution was told the limit, which the executor chunks by.
+    assert!(h.chunks.lock().unwrap().iter().all(|&c| c == 4));
+}
+
+#[tokio::test]
+async fn a_learned_limit_starts_at_one_and_is_reported() {
+    let h = Harness::with_settings(
+        1024,
+        vec![8],
+        Some(AutoBatchSettings {
+            cap: 1024,
+            latency_budget: Duration::from_millis(100),
+        }),
+    );
+    assert_eq!(*h.recorder.limits.lock().unwrap(), [1]);
+    assert_eq!(h.scheduler.as_ref().unwrap().batch_limit(), 1);
 }

@@ -121,11 +121,11 @@ pub fn decode_request(
                 batch: other.shape[0],
             });
         }
-        if first_batch > spec.max_batch_size {
+        if first_batch > spec.max_request_rows {
             return Err(InvalidInput::BatchTooLarge {
                 model: model(),
                 batch: first_batch,
-                max: spec.max_batch_size,
+                max: spec.max_request_rows,
             });
         }
         Some(first_batch)

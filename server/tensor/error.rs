@@ -151,7 +151,7 @@ pub enum InvalidInput {
     },
     /// A batch larger than the model's maximum.
     #[error(
-        "model '{model}': the request has a batch of {batch} rows, above the model's max_batch_size of {max}"
+        "model '{model}': the request has a batch of {batch} rows, above the model's max_batch_size of {max} (the server runs larger requests in chunks unless split_large_requests is off)"
     )]
     BatchTooLarge {
         /// Model name.

@@ -10,6 +10,7 @@
 mod decode;
 mod encode;
 mod error;
+mod rows;
 mod spec;
 
 pub(crate) use decode::batch_key;

@@ -36,9 +36,12 @@ pub struct ModelSpec {
     pub inputs: Vec<TensorSpec>,
     /// Outputs, in graph order.
     pub outputs: Vec<TensorSpec>,
-    /// Largest batch along dimension 0 a request may carry; 0 when the
-    /// model does not batch (dimension 0 is then an ordinary dimension).
+    /// Largest batch along dimension 0 the model runs; 0 when the model
+    /// does not batch (dimension 0 is then an ordinary dimension).
     pub max_batch_size: usize,
+    /// Most rows one request may carry: `max_batch_size`, or unbounded
+    /// when larger requests are run in chunks.
+    pub max_request_rows: usize,
 }
 
 impl ModelSpec {
@@ -91,6 +94,7 @@ mod tests {
             inputs: vec![spec("a", &[-1, 4]), spec("b", &[-1])],
             outputs: vec![spec("y", &[-1, 2])],
             max_batch_size: 0,
+            max_request_rows: 0,
         };
         assert!(m.has_batch_dim());
         m.outputs.push(spec("z", &[3]));

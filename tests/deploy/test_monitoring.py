@@ -240,7 +240,7 @@ def test_the_scrape_has_what_the_checks_rely_on(exported):
         f"server/metrics/mod.rs declares {sorted(declared)}, /metrics shows {sorted(oxserve)}"
     )
     assert exported.values[("oxserve_requests_total", "code")] >= {"OK", "INVALID_ARGUMENT"}
-    assert exported.values[("oxserve_model_state", "state")] == {"loading", "ready", "failed"}
+    assert exported.values[("oxserve_model_state", "state")] == {"loading", "ready", "failed", "unloaded"}
     assert any(f.startswith("process_") for f in exported.types)
 
 

@@ -73,8 +73,10 @@ metrics_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.
 http_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 http_addr=127.0.0.1:$http_port
 echo "starting $bin serve --model-repository examples/models --grpc-address $addr --http-address $http_addr (log: $log)"
+# Explicit model control with every model loaded: the same models as the
+# default mode, and the repository RPCs (load, unload) can be exercised.
 "$bin" serve --model-repository examples/models --grpc-address "$addr" --http-address "$http_addr" \
-  --metrics-address "127.0.0.1:$metrics_port" >"$log" 2>&1 &
+  --metrics-address "127.0.0.1:$metrics_port" --model-control-mode explicit --load-model '*' >"$log" 2>&1 &
 server_pid=$!
 
 deadline=$((SECONDS + ready_timeout))

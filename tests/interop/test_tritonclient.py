@@ -223,3 +223,57 @@ def test_server_still_serves_after_errors(client):
     x = np.ones((2, 784), dtype=np.float32)
     out = client.infer("mlp", [fp32_input("input", x)]).as_numpy("output")
     assert out.shape == (2, 10)
+
+
+# --------------------------------------------------------------------------
+# model repository extension (the server runs in explicit mode)
+
+
+def test_repository_index_lists_the_models(client):
+    index = client.get_model_repository_index(as_json=True)
+    rows = {(m["name"], m.get("version", ""), m.get("state", "")) for m in index["models"]}
+    assert ("mlp", "1", "READY") in rows
+    assert ("intent", "1", "READY") in rows
+
+
+def test_load_with_a_config_override_and_unload(client):
+    import json
+
+    # A JSON configuration replaces config.pbtxt for this load.
+    client.load_model("mlp", config=json.dumps({"max_batch_size": 8}))
+    assert client.get_model_config("mlp", as_json=True)["config"]["max_batch_size"] == 8
+    client.unload_model("mlp")
+    assert not client.is_model_ready("mlp")
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("mlp", [fp32_input("input", np.zeros((1, 784), dtype=np.float32))])
+    assert e.value.status() == "StatusCode.UNAVAILABLE"
+    # Back as it was: the repository's own configuration.
+    client.load_model("mlp")
+    assert client.is_model_ready("mlp")
+    assert client.get_model_config("mlp", as_json=True)["config"]["max_batch_size"] != 8
+
+
+def test_load_from_files_in_the_request(client):
+    import json
+
+    model = (MODELS / "mlp" / "1" / "model.onnx").read_bytes()
+    client.load_model(
+        "mlp_uploaded",
+        config=json.dumps({"max_batch_size": 4}),
+        files={"file:1/model.onnx": model},
+    )
+    x = np.random.default_rng(3).random((2, 784), dtype=np.float32)
+    got = client.infer("mlp_uploaded", [fp32_input("input", x)]).as_numpy("output")
+    (want,) = local_session("mlp").run(None, {"input": x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    client.unload_model("mlp_uploaded")
+
+
+def test_bad_load_requests_are_refused_and_the_model_serves_on(client):
+    with pytest.raises(InferenceServerException) as e:
+        client.load_model("mlp", config="{not json")
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException) as e:
+        client.load_model("no_such_model")
+    assert e.value.status() == "StatusCode.NOT_FOUND"
+    assert client.is_model_ready("mlp")

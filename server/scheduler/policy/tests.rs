@@ -13,16 +13,12 @@ fn policy(max: usize, preferred: &[usize], delay_ms: u64) -> BatchPolicy {
 }
 
 /// The queue's entries with their positions as ids.
-fn positions(queue: &[Waiting]) -> impl Iterator<Item = (usize, &Waiting)> {
+fn positions(queue: &[Waiting]) -> impl Iterator<Item = (usize, &Waiting)> + Clone {
     queue.iter().enumerate()
 }
 
 fn waiting(rows: usize, key: u64) -> Waiting {
-    Waiting {
-        rows,
-        key: Box::new([key]),
-        enqueued: Instant::now(),
-    }
+    Waiting::new(rows, Box::new([key]), Instant::now())
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,5 +145,46 @@ async fn requests_count_their_rows() {
     assert_eq!(
         policy(8, &[], 100).decide(positions(&queue), Instant::now()),
         Decision::Run(vec![0, 1])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn delayed_requests_yield_to_the_others_until_only_they_wait() {
+    let now = Instant::now();
+    let mut late = waiting(1, 0);
+    late.delayed_after = Some(now);
+    let fresh = waiting(1, 0);
+    let p = policy(1, &[], 0);
+    // The delayed one is older, but yields.
+    assert_eq!(
+        p.decide(positions(&[late.clone(), fresh.clone()]), now),
+        Decision::Run(vec![1])
+    );
+    // Not delayed yet: arrival order.
+    let mut not_yet = late.clone();
+    not_yet.delayed_after = Some(now + Duration::from_secs(1));
+    assert_eq!(
+        p.decide(positions(&[not_yet, fresh]), now),
+        Decision::Run(vec![0])
+    );
+    // Only delayed ones wait: they are served, in order.
+    assert_eq!(
+        p.decide(positions(&[late.clone(), late]), now),
+        Decision::Run(vec![0])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_above_the_limit_leads_alone() {
+    let queue = vec![waiting(9, 0), waiting(1, 0)];
+    assert_eq!(
+        policy(4, &[], 1000).decide(positions(&queue), Instant::now()),
+        Decision::Run(vec![0])
+    );
+    // Behind a smaller one, it ends that batch.
+    let queue = vec![waiting(1, 0), waiting(9, 0), waiting(1, 0)];
+    assert_eq!(
+        policy(4, &[], 0).decide(positions(&queue), Instant::now()),
+        Decision::Run(vec![0])
     );
 }

@@ -14,6 +14,7 @@ fn spec(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])
         inputs: inputs.iter().map(t).collect(),
         outputs: outputs.iter().map(t).collect(),
         max_batch_size: 0,
+        max_request_rows: usize::MAX,
     }
 }
 
@@ -29,6 +30,7 @@ fn add_sub() -> ModelSpec {
         ],
     );
     m.max_batch_size = 4;
+    m.max_request_rows = 4;
     m
 }
 
@@ -448,6 +450,17 @@ fn batches_above_the_maximum_are_rejected() {
             .unwrap()
             .batch_size,
         Some(4)
+    );
+    // When larger requests run in chunks, any number of rows is taken.
+    let mut chunked = add_sub();
+    chunked.max_request_rows = usize::MAX;
+    let request = raw_request(
+        vec![input("a", "FP32", &[9, 2]), input("b", "FP32", &[9, 2])],
+        vec![rows(9), rows(9)],
+    );
+    assert_eq!(
+        decode_request(&chunked, &request, &[]).unwrap().batch_size,
+        Some(9)
     );
 }
 

@@ -1,5 +1,6 @@
-//! The protocol's `timeout` request parameter (microseconds), whatever the
-//! transport; the client's own deadline comes from the transport.
+//! The request parameters the protocol reserves and oxserve applies,
+//! whatever the transport: `timeout` (microseconds) and `priority`. The
+//! client's own deadline comes from the transport.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +30,26 @@ pub(crate) fn timeout_parameter(
         }
     };
     Ok((micros > 0).then(|| Duration::from_micros(micros)))
+}
+
+/// The request's `priority` parameter (Triton's: 1 is the highest level,
+/// 0 or absent the model's default).
+pub(crate) fn priority_parameter(
+    model: &str,
+    parameters: &HashMap<String, InferParameter>,
+) -> Result<Option<u64>, Error> {
+    let Some(parameter) = parameters.get("priority") else {
+        return Ok(None);
+    };
+    match parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(v)) if v >= 0 => Ok(Some(v as u64)),
+        Some(ParameterChoice::Uint64Param(v)) => Ok(Some(v)),
+        _ => Err(Error::InvalidParameter {
+            model: model.to_string(),
+            parameter: "priority",
+            reason: "must be a non-negative int64 or uint64 priority level".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
