@@ -17,10 +17,11 @@
 #   docker build -f Dockerfile.gpu -t oxserve:0.1.0-gpu .
 #
 # The server images run as UID/GID 10001 with a read-only root file system in
-# mind: they write nothing. gRPC listens on 8001, Prometheus metrics on 8002.
+# mind: they write nothing. gRPC listens on 8001, REST on 8000, Prometheus
+# metrics on 8002.
 # Models are read from /models (the default `model_repository`): mount the
 # repository there read-only, e.g.
-#   docker run --rm -p 8001:8001 -v "$PWD/examples/models:/models:ro" oxserve:0.1.0
+#   docker run --rm -p 8000:8000 -p 8001:8001 -v "$PWD/examples/models:/models:ro" oxserve:0.1.0
 # Settings: `--config FILE`, OXSERVE_* variables or flags (`oxserve serve --help`).
 
 ARG RUST_VERSION=1.95
@@ -103,7 +104,7 @@ LABEL org.opencontainers.image.title="oxserve" \
       io.oxserve.onnxruntime="onnxruntime==${ORT_VERSION}"
 USER 10001:10001
 WORKDIR /
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # Docker's single health status answers "may I send inference traffic?", so
 # it asks about readiness. `oxserve health` asks the address the server
 # listens on (OXSERVE_GRPC_ADDRESS, or grpc_address in the file named by

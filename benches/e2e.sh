@@ -75,7 +75,7 @@ start_server() { # repository, extra flags...
   local repo=$1
   shift
   "$server" serve --model-repository "$repo" --grpc-address "$addr" \
-    --metrics-address 127.0.0.1:0 --log-level warn "$@" >"$out/server.log" 2>&1 &
+    --metrics-address 127.0.0.1:0 --http-address 127.0.0.1:0 --log-level warn "$@" >"$out/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 200); do
     if "$server" health --addr "$addr" --service inference.GRPCInferenceService >/dev/null 2>&1; then

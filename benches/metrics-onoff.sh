@@ -15,7 +15,7 @@ for round in 1 2 3; do
     if [ "$mode" = on ]; then flags="--metrics-address 127.0.0.1:$((port + 100))"; else flags="--metrics false"; fi
     # shellcheck disable=SC2086 # flags is two words on purpose
     target/release/oxserve serve --model-repository examples/models \
-        --grpc-address "127.0.0.1:$port" $flags --log-level warn >/dev/null 2>&1 &
+        --grpc-address "127.0.0.1:$port" --http false $flags --log-level warn >/dev/null 2>&1 &
     pid=$!
     "$loadgen" --addr "127.0.0.1:$port" --server-pid "$pid" --model mlp --concurrency 32 \
         --duration 8s --warmup 2s --runs 1 --json >"$out/$mode-$round.json" 2>/dev/null

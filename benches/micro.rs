@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the request path's pure parts: the batching
-//! policy's decision, and a request's decode/validation and its response's
-//! encoding.
+//! policy's decision, a request's decode/validation, its response's
+//! encoding, and the timing parameters every response carries.
 //!
 //! `cargo bench --bench micro` runs all of them in under a minute (short
 //! warm-up and measurement set below; criterion's own flags such as
@@ -20,8 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use oxserve::internals::{
-    BatchPolicy, DataType, Decision, ExecError, Executed, Executor, ModelSpec, Queue, Scheduler,
-    SchedulerSettings, Tensor, TensorSpec, Unobserved, Waiting, decode_request, encode_outputs,
+    BatchPolicy, ComputeTimes, DataType, Decision, ExecError, Executed, Executor, ModelSpec, Queue,
+    Scheduler, SchedulerSettings, Served, Tensor, TensorSpec, Unobserved, Waiting, decode_request,
+    encode_outputs, timing_parameters,
 };
 use oxserve_proto::inference::model_infer_request::InferInputTensor;
 use oxserve_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
@@ -232,9 +233,9 @@ fn decode(c: &mut Criterion) {
     ];
     for (name, spec, req) in cases {
         // Fail loudly if the fixture is wrong rather than time an error path.
-        decode_request(spec, req).expect("benchmark requests are valid");
+        decode_request(spec, req, &[]).expect("benchmark requests are valid");
         group.bench_function(name, |b| {
-            b.iter(|| decode_request(black_box(spec), black_box(req)))
+            b.iter(|| decode_request(black_box(spec), black_box(req), &[]))
         });
     }
     group.finish();
@@ -252,7 +253,7 @@ fn decode(c: &mut Criterion) {
             b.iter(|| {
                 let req =
                     ModelInferRequest::decode(black_box(wire.clone())).expect("encoded just above");
-                decode_request(spec, &req).map(|d| d.inputs.len())
+                decode_request(spec, &req, &[]).map(|d| d.inputs.len())
             })
         });
     }
@@ -325,12 +326,31 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The per-request timing parameters every response carries (queue_ns,
+/// compute_ns, batch_size, instance, served_by): what they cost to build.
+fn timing(c: &mut Criterion) {
+    let served = Served {
+        output: (),
+        queued: Duration::from_micros(87),
+        times: ComputeTimes {
+            input: Duration::from_micros(5),
+            infer: Duration::from_micros(40),
+            output: Duration::from_micros(3),
+        },
+        batch_rows: 1,
+        instance: 0,
+    };
+    c.bench_function("timing_parameters", |b| {
+        b.iter(|| timing_parameters(black_box(&served), black_box("oxserve-7d9f8c6b5-x2x4q")))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = policy, overload, decode, encode
+    targets = policy, overload, decode, encode, timing
 }
 criterion_main!(benches);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what oxserve needs (scripts/setup.sh), builds it in release mode and
-# serves the bundled example models (mlp, intent) on 0.0.0.0:8001.
+# serves the bundled example models (mlp, intent): gRPC on 0.0.0.0:8001, REST
+# on 0.0.0.0:8000.
 # Extra arguments go to `oxserve serve` and override these defaults, e.g.
 #   scripts/serve-examples.sh --grpc-address 127.0.0.1:9001
 # Stop with Ctrl-C: the server drains in-flight requests and exits.

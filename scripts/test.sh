@@ -3,17 +3,18 @@
 # (ONNX Runtime from the pinned wheel, Python tools, grpcurl), checks format
 # and lints, runs the Rust unit, integration and doc tests against real
 # in-process servers, checks the Dockerfile and Kubernetes manifests, then
-# runs the interop tests with grpcurl and tritonclient against the server
-# binary, and finally runs it for real: the images built and run with Docker,
-# Prometheus evaluating the rules, HAProxy in front (scripts/check-runtime.sh,
-# which installs Debian's docker.io, mmdebstrap, prometheus and haproxy if
-# missing).
+# runs the interop tests with grpcurl, tritonclient (gRPC and HTTP) and
+# perf_analyzer against the server binary, and finally runs it for real: the
+# images built and run with Docker, Prometheus evaluating the rules, HAProxy
+# in front (scripts/check-runtime.sh, which installs Debian's docker.io,
+# mmdebstrap, prometheus and haproxy if missing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 scripts/setup.sh --dev
 scripts/install-grpcurl.sh
+scripts/install-perf-analyzer.sh
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
@@ -28,7 +29,7 @@ cargo test -p oxserve-client --all-features
 cargo build --bin oxserve
 echo "== deployment checks (Dockerfile, k8s, Traefik)"
 scripts/check-deploy.sh
-echo "== interop (grpcurl, tritonclient)"
+echo "== interop (grpcurl, tritonclient, perf_analyzer)"
 GRPCURL=$root/.oxserve/bin/grpcurl tests/interop/run.sh target/debug/oxserve
 echo "== runtime (Docker images and containers, Prometheus, HAProxy)"
 scripts/check-runtime.sh

@@ -9,6 +9,7 @@ use tonic::Code;
 use crate::backend::BackendError;
 use crate::model_config::{CONFIG_FILE, MODEL_FILE, ModelConfigError};
 use crate::scheduler::ExecError;
+use crate::shm::ShmError;
 use crate::tensor::InvalidInput;
 
 /// Why a model or one of its versions cannot be loaded.
@@ -149,6 +150,10 @@ pub(crate) enum Error {
         /// Version.
         version: String,
     },
+    /// A tensor names a shared memory region that is missing, or a range
+    /// outside it.
+    #[error(transparent)]
+    SharedMemory(#[from] ShmError),
     /// A repository RPC the model control mode does not allow.
     #[error(
         "{rpc} is not allowed in model control mode '{mode}'; start the server with --model-control-mode explicit"
@@ -206,6 +211,7 @@ impl Error {
             Error::InvalidLoadRequest { .. } => Code::InvalidArgument,
             Error::LoadFailed { source, .. } => source.code(),
             Error::Inference { .. } => Code::Internal,
+            Error::SharedMemory(e) => e.code(),
         }
     }
 }

@@ -1,14 +1,15 @@
-//! oxserve: a KServe v2 / Open Inference Protocol gRPC server for ONNX
-//! models.
+//! oxserve: a KServe v2 / Open Inference Protocol server (gRPC and REST)
+//! for ONNX models.
 //!
-//! The path of one request follows the modules: `grpc` (the transport: a
-//! request's arrival and deadline, tonic handlers) → `inference` (the one
-//! request path: model lookup, deadline, accounting) → `tensor` (decode and
-//! validate) → `repository` (the model version) → `scheduler` (queue and
-//! batching, to the version's worker threads) → `backend` (ONNX Runtime) →
-//! back through `tensor` to the response. `serve` owns the connections;
-//! `health`, `metrics` and `stats` observe; `config` and `model_config`
-//! hold the settings.
+//! The path of one request follows the modules: `grpc` or `http` (the
+//! transports: a request's arrival, deadline and trace context, thin
+//! handlers) → `inference` (the one request path: model lookup, deadline,
+//! shared memory, accounting, spans) → `tensor` (decode and validate) →
+//! `repository` (the model version) → `scheduler` (queue and batching, to
+//! the version's worker threads) → `backend` (ONNX Runtime) → back through
+//! `tensor` to the response. `serve` owns the connections; `health`,
+//! `metrics`, `stats` and `trace` observe; `shm` holds the shared memory
+//! regions; `config`, `model_config` and `logging` hold the settings.
 //!
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
@@ -18,14 +19,18 @@ mod config;
 mod error;
 mod grpc;
 mod health;
+mod http;
 mod inference;
+mod logging;
 mod metrics;
 mod model_config;
 mod repository;
 mod scheduler;
 mod serve;
+mod shm;
 mod stats;
 mod tensor;
+mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +45,8 @@ pub use config::{
     reference as settings_reference,
 };
 pub use health::REASON_KEY as HEALTH_REASON_KEY;
+pub use logging::{LogInitError, init as init_logging};
+pub use trace::ExportError;
 
 use health::Health;
 use inference::Inference;
@@ -62,6 +69,9 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The trace exporter could not be set up.
+    #[error(transparent)]
+    Traces(#[from] ExportError),
     /// An address could not be bound.
     #[error("cannot listen on {key} {address}: {source}")]
     Bind {
@@ -80,6 +90,8 @@ pub enum ServeError {
 pub struct Listeners {
     /// gRPC (`grpc_address`).
     pub grpc: TcpListener,
+    /// REST (`http_address`); `None` serves none.
+    pub http: Option<TcpListener>,
     /// Prometheus metrics (`metrics_address`); `None` serves none.
     pub metrics: Option<TcpListener>,
 }
@@ -97,11 +109,19 @@ impl Listeners {
                 })
         };
         let grpc = bind("grpc_address", config.grpc_address).await?;
+        let http = match config.http {
+            true => Some(bind("http_address", config.http_address).await?),
+            false => None,
+        };
         let metrics = match config.metrics {
             true => Some(bind("metrics_address", config.metrics_address).await?),
             false => None,
         };
-        Ok(Listeners { grpc, metrics })
+        Ok(Listeners {
+            grpc,
+            http,
+            metrics,
+        })
     }
 }
 
@@ -160,23 +180,65 @@ pub async fn run(
     if let (Some((metrics, _)), Some(cache)) = (&metrics, &response_cache) {
         metrics.watch_cache(Arc::clone(cache));
     }
-    let grpc = grpc::service(
-        Inference::new(Arc::clone(&repository), &config.served_by(), response_cache),
-        Arc::clone(&health),
+    let traces = trace::Traces::new(config.otlp_endpoint.as_deref(), config.trace_sampling_ratio)?;
+    if let Some(endpoint) = traces.endpoint() {
+        tracing::info!(endpoint, "exporting traces over OTLP");
+    }
+    let core = Inference::new(
+        Arc::clone(&repository),
+        &config.served_by(),
+        response_cache,
+        shm::SharedMemory::new(),
+        Arc::clone(&traces),
         config.max_message_size,
-    )?;
+    );
+    let grpc = grpc::service(core.clone(), Arc::clone(&health), config.max_message_size)?;
 
     let (drain_started, drain_begun) = tokio::sync::oneshot::channel::<()>();
+    // Every listener stops accepting at the same moment.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = {
         let health = Arc::clone(&health);
         async move {
             shutdown.await;
             tracing::info!("shutting down: readiness off, draining in-flight requests");
             health.shutting_down();
+            let _ = stop.send(true);
             let _ = drain_started.send(());
         }
     };
-    let server = serve::serve(listeners.grpc, grpc, signal);
+    let stop_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            // Ends on the signal, or when the signal's task is gone.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    if let Ok(address) = listeners.grpc.local_addr() {
+        tracing::info!(%address, "serving gRPC");
+    }
+    let grpc_server = serve::serve(listeners.grpc, serve::Protocols::Http2, grpc, stop_signal());
+    let http_server = listeners.http.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving REST (KServe v2 over HTTP)");
+        }
+        serve::serve(
+            listener,
+            serve::Protocols::Http1AndHttp2,
+            http::service(core, Arc::clone(&health), config.max_message_size),
+            stop_signal(),
+        )
+    });
+    let server = async move {
+        let signal = tokio::spawn(signal);
+        match http_server {
+            Some(http_server) => {
+                tokio::join!(grpc_server, http_server);
+            }
+            None => grpc_server.await,
+        }
+        signal.abort();
+    };
     let drain_deadline = async move {
         if drain_begun.await.is_err() {
             // The server ended without a shutdown signal.
@@ -201,6 +263,8 @@ pub async fn run(
         exporter.abort();
     }
     repository.unload_all();
+    // Send the last spans before returning.
+    let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -212,6 +276,7 @@ pub mod internals {
     pub use crate::backend::{
         GpuOptions, Instance, Memory, ModelSource, SessionOptions, Threads, environment,
     };
+    pub use crate::inference::timing_parameters;
     pub use crate::scheduler::{
         AutoBatch, AutoBatchSettings, BatchPolicy, ComputeTimes, Decision, ExecError, Executed,
         Executor, Observer, Queue, Queued, Scheduler, SchedulerError, SchedulerSettings, Served,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use oxserve::{Config, LogFormat, SettingFlags};
+use oxserve::{Config, SettingFlags};
 
 /// A KServe v2 / Open Inference Protocol gRPC server for ONNX models.
 #[derive(Debug, Parser)]
@@ -84,16 +84,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    use std::io::IsTerminal;
-    let logs = tracing_subscriber::fmt().with_env_filter(config.log_filter());
-    match config.log_format {
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-        // Colour only for people (https://no-color.org): log collectors
-        // get plain text.
-        LogFormat::Text => {
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            logs.with_ansi(colour).init()
-        }
+    // Level and format can be changed later through LogSettings.
+    if let Err(e) = oxserve::init_logging(&config.log_level, config.log_format) {
+        eprintln!("oxserve: {e}");
+        return ExitCode::FAILURE;
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -18,7 +18,7 @@ use oxserve_proto::inference::{
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::metrics::VersionMetrics;
+use crate::metrics::{Protocol, VersionMetrics};
 use crate::scheduler::{ComputeTimes, Observer};
 
 /// A count and a total duration.
@@ -71,6 +71,7 @@ struct BatchTally {
 pub(crate) struct RequestRecord<'a> {
     stats: &'a VersionStats,
     received: Instant,
+    protocol: Protocol,
     done: bool,
 }
 
@@ -80,14 +81,18 @@ impl RequestRecord<'_> {
         self.done = true;
         let elapsed = self.received.elapsed();
         self.stats.success.add(elapsed);
-        self.stats.metrics.requests(Code::Ok).increment(1);
+        self.stats
+            .metrics
+            .requests(self.protocol, Code::Ok)
+            .increment(1);
         self.stats.metrics.request_duration.record(elapsed);
     }
 
     /// The request failed with `code`.
     pub(crate) fn failed(mut self, code: Code) {
         self.done = true;
-        self.stats.record_failure(self.received.elapsed(), code);
+        self.stats
+            .record_failure(self.received.elapsed(), self.protocol, code);
     }
 }
 
@@ -95,7 +100,7 @@ impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.stats
-                .record_failure(self.received.elapsed(), Code::Cancelled);
+                .record_failure(self.received.elapsed(), self.protocol, Code::Cancelled);
         }
         self.stats.metrics.inflight.decrement(1.0);
     }
@@ -139,13 +144,14 @@ impl VersionStats {
         }
     }
 
-    /// Starts accounting for a request that arrived at `received`; it is
-    /// in flight until the record is finished or dropped.
-    pub(crate) fn begin(&self, received: Instant) -> RequestRecord<'_> {
+    /// Starts accounting for a request that arrived at `received` over
+    /// `protocol`; it is in flight until the record is finished or dropped.
+    pub(crate) fn begin(&self, received: Instant, protocol: Protocol) -> RequestRecord<'_> {
         self.metrics.inflight.increment(1.0);
         RequestRecord {
             stats: self,
             received,
+            protocol,
             done: false,
         }
     }
@@ -164,9 +170,9 @@ impl VersionStats {
         self.metrics.cache_misses.increment(1);
     }
 
-    fn record_failure(&self, elapsed: Duration, code: Code) {
+    fn record_failure(&self, elapsed: Duration, protocol: Protocol, code: Code) {
         self.fail.add(elapsed);
-        self.metrics.requests(code).increment(1);
+        self.metrics.requests(protocol, code).increment(1);
         self.metrics.request_duration.record(elapsed);
     }
 

@@ -87,7 +87,9 @@ async fn the_server_answers_deadline_exceeded_and_counts_it_once() {
     assert_eq!(fails(&stats(&mut client, "slow").await), before + 1);
     let m = server.metrics().await;
     assert_eq!(
-        m[&format!("oxserve_requests_total{{{SLOW},code=\"DEADLINE_EXCEEDED\"}}")],
+        m[&format!(
+            "oxserve_requests_total{{{SLOW},protocol=\"grpc\",code=\"DEADLINE_EXCEEDED\"}}"
+        )],
         1.0
     );
     assert_eq!(m[&format!("oxserve_inflight_requests{{{SLOW}}}")], 0.0);
@@ -130,7 +132,7 @@ async fn a_dropped_call_is_counted_as_cancelled_and_never_executed() {
     queued.abort();
     server
         .wait_for_metric(
-            &format!("oxserve_requests_total{{{FP32},code=\"CANCELLED\"}}"),
+            &format!("oxserve_requests_total{{{FP32},protocol=\"grpc\",code=\"CANCELLED\"}}"),
             1.0,
         )
         .await;

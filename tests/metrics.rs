@@ -73,20 +73,25 @@ async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     let m = samples(&body);
     assert_eq!(
-        value(&m, &format!("oxserve_requests_total{{{FP32},code=\"OK\"}}")),
+        value(
+            &m,
+            &format!("oxserve_requests_total{{{FP32},protocol=\"grpc\",code=\"OK\"}}")
+        ),
         5.0
     );
     assert_eq!(
         value(
             &m,
-            &format!("oxserve_requests_total{{{FP32},code=\"DEADLINE_EXCEEDED\"}}")
+            &format!(
+                "oxserve_requests_total{{{FP32},protocol=\"grpc\",code=\"DEADLINE_EXCEEDED\"}}"
+            )
         ),
         1.0
     );
     assert_eq!(
         value(
             &m,
-            "oxserve_requests_total{model=\"add_sub\",version=\"1\",code=\"INVALID_ARGUMENT\"}"
+            "oxserve_requests_total{model=\"add_sub\",version=\"1\",protocol=\"grpc\",code=\"INVALID_ARGUMENT\"}"
         ),
         2.0
     );
@@ -141,6 +146,9 @@ async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
         1.0
     );
     assert!(value(&m, "process_resident_memory_bytes") > 1e6);
+    // CPU time to the microsecond, not in whole seconds.
+    let cpu = value(&m, "process_cpu_seconds_total");
+    assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");
     assert!(
         body.contains("# HELP oxserve_queue_duration_seconds"),
         "described once with help text"
@@ -161,7 +169,10 @@ async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
     let s = stats.inference_stats.unwrap();
     assert_eq!(
         s.success.unwrap().count as f64,
-        value(&m, &format!("oxserve_requests_total{{{FP32},code=\"OK\"}}"))
+        value(
+            &m,
+            &format!("oxserve_requests_total{{{FP32},protocol=\"grpc\",code=\"OK\"}}")
+        )
     );
     assert_eq!(s.fail.unwrap().count, 1);
     assert_eq!(

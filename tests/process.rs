@@ -64,6 +64,7 @@ async fn spawn_server(
         .arg(repository)
         .args(["--grpc-address", &addr, "--strict-readiness", "false"])
         .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-address", &format!("127.0.0.1:{}", free_port())])
         .args(extra)
         .envs(envs.iter().copied())
         .stdout(Stdio::null())
@@ -272,7 +273,7 @@ fn an_unusable_onnx_runtime_is_a_clear_error_not_a_panic() {
         .args(["serve", "--model-repository"])
         .arg(test_models())
         .args(["--grpc-address", &format!("127.0.0.1:{}", free_port())])
-        .args(["--metrics", "false"])
+        .args(["--metrics", "false", "--http", "false"])
         .args(["--onnxruntime-library", not_a_library])
         .output()
         .unwrap();

@@ -210,7 +210,7 @@ async fn requests_past_their_deadline_or_abandoned_are_dropped_unexecuted() {
     abandoned.abort();
     server
         .wait_for_metric(
-            &format!("oxserve_requests_total{{{FP32},code=\"CANCELLED\"}}"),
+            &format!("oxserve_requests_total{{{FP32},protocol=\"grpc\",code=\"CANCELLED\"}}"),
             1.0,
         )
         .await;

@@ -26,6 +26,8 @@ pub(crate) fn serve_in_process(
         grpc_address: "127.0.0.1:0".parse().expect("a valid address"),
         // Metrics stay on, as in production, on a port of their own.
         metrics_address: "127.0.0.1:0".parse().expect("a valid address"),
+        // REST too, as in production, off Triton's port.
+        http_address: "127.0.0.1:0".parse().expect("a valid address"),
         strict_readiness: false,
         ..oxserve::Config::default()
     };

@@ -129,7 +129,16 @@ settings! {
     #[setting(value = "HOST:PORT", default = "0.0.0.0:8001")]
     grpc_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8001));
 
-    /// Largest gRPC message accepted or sent, in bytes or with a unit
+    /// Whether to serve the KServe v2 REST API (HTTP/1.1 and h2c) beside
+    /// gRPC; `--http false` turns it off.
+    #[setting(value = "BOOL", default = "true")]
+    http: bool = true;
+
+    /// Address the REST (HTTP) server listens on; 8000 is Triton's.
+    #[setting(value = "HOST:PORT", default = "0.0.0.0:8000")]
+    http_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8000));
+
+    /// Largest gRPC message or REST request body accepted or sent, in bytes or with a unit
     /// (`256MiB`, `1GB`); 4 KiB to 2 GiB.
     #[setting(value = "SIZE", default = "256MiB")]
     #[serde(with = "byte_size")]
@@ -242,6 +251,22 @@ settings! {
     /// downward API), else the host name (a pod's host name is its name).
     #[setting(value = "NAME", default = "(pod or host name)")]
     served_by: Option<String> = None;
+
+    /// Where to export OpenTelemetry traces (one span per request, with
+    /// its receive, queue, execute and respond stages), over OTLP/gRPC:
+    /// a collector's address such as `http://otel-collector:4317`.
+    ///
+    /// Unset: no traces are recorded or exported. A caller's W3C
+    /// `traceparent` (gRPC metadata or HTTP header) makes the request's
+    /// spans part of the caller's trace.
+    #[setting(value = "URL", default = "(off)")]
+    otlp_endpoint: Option<String> = None;
+
+    /// Fraction of requests traced, 0 to 1, for requests whose caller sent
+    /// no sampling decision (a `traceparent` decides for its own requests).
+    /// Triton's `TraceSetting` `trace_rate` N changes it to 1/N at run time.
+    #[setting(value = "RATIO", default = "1")]
+    trace_sampling_ratio: f64 = 1.0;
 }
 
 /// How log lines are written.
@@ -297,14 +322,19 @@ impl Config {
     /// transformation at info, so its target is held at `warn` unless the
     /// setting names it.
     pub fn log_filter(&self) -> tracing_subscriber::EnvFilter {
-        let directives = if self.log_level.contains("ort") {
-            self.log_level.clone()
-        } else {
-            format!("{},ort=warn", self.log_level)
-        };
         // Validated at start (`validate`); fall back rather than panic.
-        tracing_subscriber::EnvFilter::try_new(directives)
+        tracing_subscriber::EnvFilter::try_new(log_directives(&self.log_level))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"))
+    }
+}
+
+/// The filter directives for a `log_level`: ONNX Runtime held at `warn`
+/// unless the level names it.
+pub(crate) fn log_directives(level: &str) -> String {
+    if level.contains("ort") {
+        level.to_string()
+    } else {
+        format!("{level},ort=warn")
     }
 }
 
@@ -463,6 +493,22 @@ impl Config {
             return invalid(
                 "onnxruntime_library",
                 format!("'{}' is not a file", lib.display()),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.trace_sampling_ratio) {
+            return invalid(
+                "trace_sampling_ratio",
+                format!("{} is outside 0..=1", self.trace_sampling_ratio),
+            );
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && endpoint
+                .parse::<http::Uri>()
+                .map_or(true, |u| u.scheme().is_none())
+        {
+            return invalid(
+                "otlp_endpoint",
+                format!("'{endpoint}' is not a URL such as http://otel-collector:4317"),
             );
         }
         if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {

@@ -1,4 +1,5 @@
-//! The moment a gRPC request arrives, and its client deadline.
+//! The moment a gRPC request arrives, its client deadline and trace
+//! context.
 //!
 //! A tower layer in front of every service stamps each request with its
 //! [`Arrival`] as soon as its headers are read (before the body is
@@ -14,6 +15,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::inference::Arrival;
+use crate::metrics::Protocol;
+use crate::trace::{TRACEPARENT, TraceParent};
 
 /// The gRPC-over-HTTP/2 header carrying the client's timeout.
 const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -54,9 +57,16 @@ where
             .headers_mut()
             .remove(GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok().and_then(parse_grpc_timeout));
+        let trace = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
         request.extensions_mut().insert(Arrival {
             received,
             deadline: timeout.map(|t| received + t),
+            protocol: Protocol::Grpc,
+            trace,
         });
         self.inner.call(request)
     }
@@ -69,7 +79,7 @@ pub(crate) fn arrival<T>(request: &tonic::Request<T>) -> Arrival {
         .extensions()
         .get::<Arrival>()
         .copied()
-        .unwrap_or_else(Arrival::now)
+        .unwrap_or_else(|| Arrival::now(Protocol::Grpc))
 }
 
 /// A `grpc-timeout` value: up to eight digits and a unit (H M S m u n), as

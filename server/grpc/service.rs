@@ -13,18 +13,12 @@ use super::arrival::arrival;
 use super::status::to_status;
 use super::stream;
 use crate::health::Health;
-use crate::inference::Inference;
+use crate::inference::{EXTENSIONS, Inference};
+use crate::logging::{self, LogSettings, LogValue};
 use crate::model_config::PLATFORM;
 use crate::repository::LoadRequest;
+use crate::shm::ShmError;
 use crate::tensor::TensorSpec;
-
-/// Protocol extensions served, by their Triton names.
-pub(crate) const EXTENSIONS: &[&str] = &[
-    "model_configuration",
-    "statistics",
-    "model_repository",
-    "model_repository(unload_dependents)",
-];
 
 /// The inference service.
 #[derive(Debug, Clone)]
@@ -133,11 +127,12 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let deadline = arrival(&request).deadline;
+        let arrival = arrival(&request);
         Ok(Response::new(stream::serve(
             self.core.clone(),
             request.into_inner(),
-            deadline,
+            arrival.deadline,
+            arrival.trace,
         )))
     }
 
@@ -218,70 +213,154 @@ impl GrpcInferenceService for InferenceService {
 
     async fn system_shared_memory_status(
         &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
+        request: Request<SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
-        Err(not_served(
-            "SystemSharedMemoryStatus",
-            "system_shared_memory",
-        ))
+        use system_shared_memory_status_response::RegionStatus;
+        let name = request.into_inner().name;
+        let regions = self
+            .core
+            .shared_memory()
+            .status(&name)
+            .map_err(|e| Status::new(e.code(), e.to_string()))?;
+        Ok(Response::new(SystemSharedMemoryStatusResponse {
+            regions: regions
+                .into_iter()
+                .map(|r| {
+                    let status = RegionStatus {
+                        name: r.name.clone(),
+                        key: r.key,
+                        offset: r.offset,
+                        byte_size: r.byte_size,
+                    };
+                    (r.name, status)
+                })
+                .collect(),
+        }))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
+        request: Request<SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
-        Err(not_served(
-            "SystemSharedMemoryRegister",
-            "system_shared_memory",
-        ))
+        let r = request.into_inner();
+        self.core
+            .shared_memory()
+            .register(&r.name, &r.key, r.offset, r.byte_size)
+            .map_err(|e| Status::new(e.code(), e.to_string()))?;
+        Ok(Response::new(SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
+        request: Request<SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(not_served(
-            "SystemSharedMemoryUnregister",
-            "system_shared_memory",
-        ))
+        self.core
+            .shared_memory()
+            .unregister(&request.into_inner().name);
+        Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
     }
 
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<CudaSharedMemoryStatusRequest>,
+        request: Request<CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(not_served("CudaSharedMemoryStatus", "cuda_shared_memory"))
+        // Nothing can be registered, so there is nothing to report.
+        let name = request.into_inner().name;
+        if !name.is_empty() {
+            let e = ShmError::UnknownRegion { name };
+            return Err(Status::new(e.code(), e.to_string()));
+        }
+        Ok(Response::new(CudaSharedMemoryStatusResponse::default()))
     }
 
     async fn cuda_shared_memory_register(
         &self,
         _: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
-        Err(not_served("CudaSharedMemoryRegister", "cuda_shared_memory"))
+        let e = ShmError::CudaUnavailable;
+        Err(Status::new(e.code(), e.to_string()))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(not_served(
-            "CudaSharedMemoryUnregister",
-            "cuda_shared_memory",
-        ))
+        // perf_analyzer unregisters everything at start, whatever it uses:
+        // with nothing registered, that succeeds.
+        Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(
         &self,
-        _: Request<TraceSettingRequest>,
+        request: Request<TraceSettingRequest>,
     ) -> Result<Response<TraceSettingResponse>, Status> {
-        Err(not_served("TraceSetting", "trace"))
+        use trace_setting_response::SettingValue;
+        let r = request.into_inner();
+        let traces = self.core.traces();
+        // A read, for the server or a model: the server's settings (none
+        // are kept per model). A change goes through `update`.
+        let settings = if r.settings.is_empty() {
+            traces.settings()
+        } else {
+            let changes = r
+                .settings
+                .into_iter()
+                .map(|(name, value)| (name, value.value))
+                .collect();
+            traces
+                .update(&r.model_name, &changes)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        Ok(Response::new(TraceSettingResponse {
+            settings: settings
+                .into_iter()
+                .map(|(name, value)| (name, SettingValue { value }))
+                .collect(),
+        }))
     }
 
     async fn log_settings(
         &self,
-        _: Request<LogSettingsRequest>,
+        request: Request<LogSettingsRequest>,
     ) -> Result<Response<LogSettingsResponse>, Status> {
-        Err(not_served("LogSettings", "logging"))
+        use log_settings_request::setting_value::ParameterChoice as In;
+        use log_settings_response::SettingValue;
+        use log_settings_response::setting_value::ParameterChoice as Out;
+        let changes: LogSettings = request
+            .into_inner()
+            .settings
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let value = match value.parameter_choice? {
+                    In::BoolParam(b) => LogValue::Bool(b),
+                    In::Uint32Param(n) => LogValue::Uint(n),
+                    In::StringParam(s) => LogValue::Text(s),
+                };
+                Some((name, value))
+            })
+            .collect();
+        let settings = if changes.is_empty() {
+            logging::settings()
+        } else {
+            logging::update(&changes)
+        }
+        .map_err(|e| Status::new(e.code(), e.to_string()))?;
+        Ok(Response::new(LogSettingsResponse {
+            settings: settings
+                .into_iter()
+                .map(|(name, value)| {
+                    let choice = match value {
+                        LogValue::Bool(b) => Out::BoolParam(b),
+                        LogValue::Uint(n) => Out::Uint32Param(n),
+                        LogValue::Text(s) => Out::StringParam(s),
+                    };
+                    let value = SettingValue {
+                        parameter_choice: Some(choice),
+                    };
+                    (name, value)
+                })
+                .collect(),
+        }))
     }
 }
 
@@ -294,12 +373,4 @@ fn check_repository_name(name: &str) -> Result<(), Status> {
             "unknown repository '{name}': oxserve serves one model repository; leave repository_name empty"
         )))
     }
-}
-
-/// The answer to an RPC of an extension this server does not offer (it is
-/// not listed in ServerMetadata's extensions).
-fn not_served(rpc: &str, extension: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not served: oxserve does not offer Triton's '{extension}' extension"
-    ))
 }

@@ -15,6 +15,8 @@ use tonic::{Status, Streaming};
 
 use super::status::to_status;
 use crate::inference::{Arrival, Inference};
+use crate::metrics::Protocol;
+use crate::trace::TraceParent;
 
 /// Requests of one stream in flight at once; more wait on the client's
 /// side (HTTP/2 flow control), so memory stays bounded.
@@ -27,6 +29,7 @@ pub(super) fn serve(
     core: Inference,
     mut inbound: Streaming<ModelInferRequest>,
     deadline: Option<Instant>,
+    trace: Option<TraceParent>,
 ) -> ReceiverStream<Answer> {
     let (answers, outbound) = mpsc::channel::<Answer>(IN_FLIGHT);
     let (pending, mut in_order) = mpsc::channel::<JoinHandle<ModelStreamInferResponse>>(IN_FLIGHT);
@@ -36,10 +39,13 @@ pub(super) fn serve(
             let Ok(request) = message else {
                 break; // the client's side of the stream broke
             };
-            // Each message arrives now; the stream's deadline bounds them all.
+            // Each message arrives now; the stream's deadline bounds them
+            // all, and its caller's span is the parent of each.
             let arrival = Arrival {
                 received: Instant::now(),
                 deadline,
+                protocol: Protocol::Grpc,
+                trace,
             };
             let core = core.clone();
             let task = tokio::spawn(async move {

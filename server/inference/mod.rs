@@ -18,28 +18,54 @@ use tracing::Instrument;
 
 use crate::cache::ResponseCache;
 use crate::error::Error;
+use crate::metrics::Protocol;
 use crate::repository::{LoadedVersion, Repository};
 use crate::scheduler::Served;
+use crate::shm::{self, SharedMemory};
 use crate::tensor::{Tensor, decode_request, encode_outputs};
+use crate::trace::{Outcome, Ran, Timeline, TraceParent, Traces};
 
 use request_parameters::{priority_parameter, timeout_parameter};
 
+/// Protocol extensions served, by their Triton names, as every transport's
+/// server metadata lists them (clients and perf_analyzer check the list
+/// before calling them). Not `cuda_shared_memory`: its calls answer, but no
+/// region can be registered.
+pub(crate) const EXTENSIONS: &[&str] = &[
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "trace",
+    "logging",
+];
+
 /// What a transport knows of a request before reading its body: when it
-/// arrived, and the client's deadline (gRPC's `grpc-timeout`), if any.
+/// arrived, over which protocol, the client's deadline (gRPC's
+/// `grpc-timeout`), if any, and the caller's trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Arrival {
     /// When the request's headers arrived.
     pub received: Instant,
     /// When the client stops waiting.
     pub deadline: Option<Instant>,
+    /// The transport it came over.
+    pub protocol: Protocol,
+    /// The caller's span (W3C `traceparent`), if it sent one.
+    pub trace: Option<TraceParent>,
 }
 
 impl Arrival {
-    /// A request arriving now, without a client deadline.
-    pub(crate) fn now() -> Arrival {
+    /// A request arriving now over `protocol`, without a client deadline or
+    /// trace context.
+    pub(crate) fn now(protocol: Protocol) -> Arrival {
         Arrival {
             received: Instant::now(),
             deadline: None,
+            protocol,
+            trace: None,
         }
     }
 }
@@ -50,27 +76,50 @@ pub(crate) struct Inference {
     repository: Arc<Repository>,
     served_by: Arc<str>,
     cache: Option<Arc<ResponseCache>>,
+    shm: Arc<SharedMemory>,
+    traces: Arc<Traces>,
+    /// The most bytes one input may take from shared memory: the same
+    /// bound a message carrying them would have.
+    max_input_bytes: usize,
 }
 
 impl Inference {
     /// The core answering from `repository`, naming itself `served_by` in
     /// every response (the pod or host name: which replica answered), with
-    /// the server's response cache, if it has one.
+    /// the server's response cache, if it has one, reading and writing
+    /// tensors in `shm` when requests name a region, and recording spans in
+    /// `traces`.
     pub(crate) fn new(
         repository: Arc<Repository>,
         served_by: &str,
         cache: Option<Arc<ResponseCache>>,
+        shm: Arc<SharedMemory>,
+        traces: Arc<Traces>,
+        max_input_bytes: usize,
     ) -> Inference {
         Inference {
             repository,
             served_by: served_by.into(),
             cache,
+            shm,
+            traces,
+            max_input_bytes,
         }
     }
 
     /// The repository the core answers from.
     pub(crate) fn repository(&self) -> &Arc<Repository> {
         &self.repository
+    }
+
+    /// The registered shared memory regions.
+    pub(crate) fn shared_memory(&self) -> &Arc<SharedMemory> {
+        &self.shm
+    }
+
+    /// The trace settings and exporter.
+    pub(crate) fn traces(&self) -> &Arc<Traces> {
+        &self.traces
     }
 
     /// Answers one inference request. It is counted once in its version's
@@ -89,14 +138,22 @@ impl Inference {
             version = tracing::field::Empty,
             id = %request.id,
         );
-        async {
+        // Only a traced request pays for keeping these.
+        let names = self
+            .traces
+            .recording()
+            .then(|| (request.model_name.clone(), request.id.clone()));
+        let mut timeline = Timeline::new(arrival.received);
+        let mut version = None;
+        let result = async {
             let loaded = self
                 .repository
                 .get(&request.model_name, &request.model_version)
                 .inspect_err(|e| self.repository.unroutable(e))?;
+            version = Some(loaded.version);
             tracing::Span::current().record("version", loaded.version);
-            let record = loaded.stats.begin(arrival.received);
-            let result = self.run(&loaded, request, arrival).await;
+            let record = loaded.stats.begin(arrival.received, arrival.protocol);
+            let result = self.run(&loaded, request, arrival, &mut timeline).await;
             match &result {
                 Ok(_) => record.succeeded(),
                 Err(error) => {
@@ -115,25 +172,44 @@ impl Inference {
             result
         }
         .instrument(span)
-        .await
+        .await;
+        if let Some((model, id)) = names {
+            timeline.answered = Some(Instant::now());
+            let outcome = Outcome {
+                protocol: arrival.protocol.as_str(),
+                model: &model,
+                version,
+                id: &id,
+                error: result.as_ref().err().map(|e| (e.code(), e.to_string())),
+            };
+            self.traces
+                .record(arrival.trace.as_ref(), &timeline, &outcome);
+        }
+        result
     }
 }
 
 impl Inference {
     /// Validates, queues (or finds in the response cache) and answers
-    /// `request` on `loaded` before its deadline.
+    /// `request` on `loaded` before its deadline, stamping `timeline` as it
+    /// goes.
     async fn run(
         &self,
         loaded: &LoadedVersion,
         request: ModelInferRequest,
         arrival: Arrival,
+        timeline: &mut Timeline,
     ) -> Result<ModelInferResponse, Error> {
         let timeout = timeout_parameter(&loaded.model, &request.parameters)?;
         let priority = priority_parameter(&loaded.model, &request.parameters)?;
         let admission = loaded.admit(arrival.received, arrival.deadline, timeout, priority)?;
         let cache = self.cache.as_deref().filter(|_| loaded.response_cache);
+        let external = shm::input_refs(&self.shm, &request, self.max_input_bytes)?;
+        let to_shm = shm::output_refs(&self.shm, &request)?;
         let work = async {
-            let decoded = decode_request(&loaded.spec, &request)?;
+            let decoded = decode_request(&loaded.spec, &request, &external)?;
+            drop(external);
+            timeline.queued = Some(Instant::now());
             let Some(cache) = cache else {
                 return loaded.infer(decoded, admission).await.map(Answer::Ran);
             };
@@ -163,10 +239,21 @@ impl Inference {
                 })??,
         };
         let (parameters, outputs) = match answer {
-            Answer::Ran(served) => (timing_parameters(&served, &self.served_by), served.output),
+            Answer::Ran(served) => {
+                timeline.ran = Some(Ran {
+                    waited: served.queued,
+                    compute: served.times.input + served.times.infer + served.times.output,
+                    batch_rows: served.batch_rows,
+                    instance: served.instance,
+                });
+                (timing_parameters(&served, &self.served_by), served.output)
+            }
             Answer::Cached(outputs) => (cached_parameters(&self.served_by), outputs),
         };
-        let (outputs, raw_output_contents) = encode_outputs(outputs);
+        let (mut outputs, mut raw_output_contents) = encode_outputs(outputs);
+        if !to_shm.is_empty() {
+            to_shm.write(&mut outputs, &mut raw_output_contents)?;
+        }
         Ok(ModelInferResponse {
             model_name: loaded.model.clone(),
             model_version: loaded.version.to_string(),
@@ -213,7 +300,10 @@ fn cached_parameters(served_by: &str) -> HashMap<String, InferParameter> {
 }
 
 /// Where a request's time went, and who served it, as response parameters.
-fn timing_parameters<O>(served: &Served<O>, served_by: &str) -> HashMap<String, InferParameter> {
+pub fn timing_parameters<O>(
+    served: &Served<O>,
+    served_by: &str,
+) -> HashMap<String, InferParameter> {
     let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let times = &served.times;
     HashMap::from([

@@ -38,12 +38,20 @@ pub(crate) fn batch_key(request: &DecodedRequest) -> Box<[u64]> {
 /// Raw inputs are shared, not copied; typed `contents` are encoded once into
 /// their raw form. Sizes are checked against the shape before anything is
 /// allocated, so a hostile shape or BYTES prefix costs nothing.
+///
+/// `external` holds the raw data of inputs that do not carry it in the
+/// request (read from shared memory): empty, or one entry per request
+/// input. `raw_input_contents` then has one entry per other input, in
+/// order, as tritonclient sends them.
 pub fn decode_request(
     spec: &ModelSpec,
     request: &ModelInferRequest,
+    external: &[Option<Bytes>],
 ) -> Result<DecodedRequest, InvalidInput> {
     let model = || spec.name.clone();
+    let external_at = |position: usize| external.get(position).and_then(Option::as_ref);
     let raw = &request.raw_input_contents;
+    let in_request = request.inputs.len() - external.iter().flatten().count();
     if !raw.is_empty() {
         if request.inputs.iter().any(|i| {
             i.contents
@@ -52,15 +60,16 @@ pub fn decode_request(
         }) {
             return Err(InvalidInput::MixedContents { model: model() });
         }
-        if raw.len() != request.inputs.len() {
+        if raw.len() != in_request {
             return Err(InvalidInput::RawCountMismatch {
                 model: model(),
-                inputs: request.inputs.len(),
+                inputs: in_request,
                 raw: raw.len(),
             });
         }
     }
 
+    let mut raw_blobs = raw.iter();
     let mut slots: Vec<Option<Tensor>> = vec![None; spec.inputs.len()];
     for (position, input) in request.inputs.iter().enumerate() {
         let Some(index) = spec.input_index(&input.name) else {
@@ -76,7 +85,10 @@ pub fn decode_request(
                 input: input.name.clone(),
             });
         }
-        let raw_data = raw.get(position);
+        let raw_data = match external_at(position) {
+            Some(data) => Some(data),
+            None => raw_blobs.next(),
+        };
         slots[index] = Some(decode_input(spec, &spec.inputs[index], input, raw_data)?);
     }
 

@@ -39,6 +39,8 @@ pub(crate) fn example_models() -> PathBuf {
 /// A running server; stop it with [`TestServer::stop`].
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
+    /// Where its REST API is served.
+    pub(crate) http_addr: SocketAddr,
     /// Where its Prometheus metrics are served.
     pub(crate) metrics_addr: SocketAddr,
     pub(crate) client: Client,
@@ -52,6 +54,7 @@ pub(crate) fn config(repository: &Path) -> Config {
     Config {
         model_repository: repository.to_path_buf(),
         grpc_address: "127.0.0.1:0".parse().unwrap(),
+        http_address: "127.0.0.1:0".parse().unwrap(),
         strict_readiness: false,
         drain_timeout: Duration::from_secs(10),
         ..Config::default()
@@ -71,10 +74,15 @@ pub(crate) async fn spawn(config: Config) -> TestServer {
         .await
         .unwrap();
     let addr = grpc.local_addr().unwrap();
+    let http = tokio::net::TcpListener::bind(config.http_address)
+        .await
+        .unwrap();
+    let http_addr = http.local_addr().unwrap();
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     let listeners = oxserve::Listeners {
         grpc,
+        http: Some(http),
         metrics: Some(metrics),
     };
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -88,6 +96,7 @@ pub(crate) async fn spawn(config: Config) -> TestServer {
         .expect("the listener is bound, so connecting succeeds");
     TestServer {
         addr,
+        http_addr,
         metrics_addr,
         client,
         shutdown: Some(shutdown),
@@ -200,4 +209,71 @@ impl TestServer {
             .await
             .unwrap_or_else(|_| panic!("{key} never read {expected}"));
     }
+}
+
+/// An answer from the REST API.
+pub(crate) struct RestAnswer {
+    pub(crate) status: u16,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: bytes::Bytes,
+}
+
+impl RestAnswer {
+    /// The body as JSON; panics if it is not.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body[..self.body.len().min(500)])
+            )
+        })
+    }
+}
+
+/// Sends one REST request over HTTP/1.1 and reads the whole answer.
+pub(crate) async fn rest(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> RestAnswer {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(body.into()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    RestAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// POSTs `json` to `path`.
+pub(crate) async fn post_json(addr: SocketAddr, path: &str, json: serde_json::Value) -> RestAnswer {
+    rest(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        serde_json::to_vec(&json).unwrap(),
+    )
+    .await
+}
+
+/// GETs `path` from the REST API.
+pub(crate) async fn rest_get(addr: SocketAddr, path: &str) -> RestAnswer {
+    rest(addr, "GET", path, &[], bytes::Bytes::new()).await
 }

@@ -76,6 +76,7 @@ class Server:
         self.address = f"127.0.0.1:{self.port}"
         # Loopback and a free port: checks may run beside other servers.
         self.metrics_address = f"127.0.0.1:{free_port()}"
+        self.http_address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OXSERVE_")}
         self.proc = subprocess.Popen(
             [
@@ -84,6 +85,7 @@ class Server:
                 "--model-repository", str(MODELS),
                 "--grpc-address", self.address,
                 "--metrics-address", self.metrics_address,
+                "--http-address", self.http_address,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Interop tests: third-party clients (grpcurl, tritonclient) against a real
-# oxserve process serving examples/models.
+# Interop tests: third-party clients (grpcurl, tritonclient over gRPC and
+# HTTP, perf_analyzer when installed) against a real oxserve process serving
+# examples/models.
 #
 # Usage: tests/interop/run.sh <path-to-oxserve-binary>
 #   e.g. cargo build && tests/interop/run.sh target/debug/oxserve
@@ -69,11 +70,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 metrics_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-echo "starting $bin serve --model-repository examples/models --grpc-address $addr (log: $log)"
+http_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+http_addr=127.0.0.1:$http_port
+echo "starting $bin serve --model-repository examples/models --grpc-address $addr --http-address $http_addr (log: $log)"
 # Explicit model control with every model loaded: the same models as the
 # default mode, and the repository RPCs (load, unload) can be exercised.
-"$bin" serve --model-repository examples/models --grpc-address "$addr" --metrics-address "127.0.0.1:$metrics_port" \
-  --model-control-mode explicit --load-model '*' >"$log" 2>&1 &
+"$bin" serve --model-repository examples/models --grpc-address "$addr" --http-address "$http_addr" \
+  --metrics-address "127.0.0.1:$metrics_port" --model-control-mode explicit --load-model '*' >"$log" 2>&1 &
 server_pid=$!
 
 deadline=$((SECONDS + ready_timeout))
@@ -97,8 +100,11 @@ echo "server is SERVING on $addr"
 failed=0
 echo "== grpcurl"
 "$here/grpcurl.sh" "$addr" || failed=1
-echo "== pytest (tritonclient)"
-OXSERVE_ADDR=$addr "$PYTHON" -m pytest -q -p no:cacheprovider "$here" || failed=1
+echo "== pytest (tritonclient over gRPC and HTTP)"
+OXSERVE_ADDR=$addr OXSERVE_HTTP_ADDR=$http_addr "$PYTHON" -m pytest -q -p no:cacheprovider "$here" || failed=1
+echo "== perf_analyzer (HTTP, gRPC, system shared memory)"
+PERF_ANALYZER=${PERF_ANALYZER:-$root/.oxserve/bin/perf_analyzer} \
+  "$here/perf_analyzer.sh" "$addr" "$http_addr" || failed=1
 
 # The server must still be up after all that.
 if ! kill -0 "$server_pid" 2>/dev/null; then

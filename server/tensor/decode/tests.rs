@@ -79,7 +79,7 @@ fn bytes_stream(elements: &[&[u8]]) -> Vec<u8> {
 }
 
 fn err(spec: &ModelSpec, request: &ModelInferRequest) -> InvalidInput {
-    decode_request(spec, request).expect_err("request should be rejected")
+    decode_request(spec, request, &[]).expect_err("request should be rejected")
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn raw_inputs_are_reordered_to_model_order_and_shared_not_copied() {
         vec![input("b", "FP32", &[1, 2]), input("a", "FP32", &[1, 2])],
         vec![f32s(&[3.0, 4.0]), f32s(&[1.0, 2.0])],
     );
-    let decoded = decode_request(&add_sub(), &request).unwrap();
+    let decoded = decode_request(&add_sub(), &request, &[]).unwrap();
     assert_eq!(decoded.inputs[0].name, "a");
     assert_eq!(decoded.inputs[0].data, Bytes::from(f32s(&[1.0, 2.0])));
     assert_eq!(decoded.inputs[1].name, "b");
@@ -101,6 +101,43 @@ fn raw_inputs_are_reordered_to_model_order_and_shared_not_copied() {
 }
 
 #[test]
+fn external_data_takes_its_inputs_place_and_raw_contents_fill_the_others() {
+    // Input "b" comes from shared memory: the one raw blob is "a"'s.
+    let request = raw_request(
+        vec![input("b", "FP32", &[1, 2]), input("a", "FP32", &[1, 2])],
+        vec![f32s(&[1.0, 2.0])],
+    );
+    let external = [Some(Bytes::from(f32s(&[3.0, 4.0]))), None];
+    let decoded = decode_request(&add_sub(), &request, &external).unwrap();
+    assert_eq!(decoded.inputs[0].data, Bytes::from(f32s(&[1.0, 2.0])));
+    assert_eq!(decoded.inputs[1].data, Bytes::from(f32s(&[3.0, 4.0])));
+    // External data is checked against the shape like any raw data.
+    let short = [Some(Bytes::from(f32s(&[3.0]))), None];
+    let error = decode_request(&add_sub(), &request, &short).unwrap_err();
+    assert!(
+        matches!(error, InvalidInput::ByteSizeMismatch { .. }),
+        "{error}"
+    );
+    // Raw contents for every input, shared memory besides: one too many.
+    let both = raw_request(
+        vec![input("b", "FP32", &[1, 2]), input("a", "FP32", &[1, 2])],
+        vec![f32s(&[1.0, 2.0]), f32s(&[1.0, 2.0])],
+    );
+    let error = decode_request(&add_sub(), &both, &external).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            InvalidInput::RawCountMismatch {
+                inputs: 1,
+                raw: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
 fn typed_contents_encode_to_the_same_bytes_as_raw() {
     let contents = |v: Vec<f32>| InferTensorContents {
         fp32_contents: v,
@@ -110,7 +147,7 @@ fn typed_contents_encode_to_the_same_bytes_as_raw() {
         typed(input("a", "FP32", &[1, 2]), contents(vec![1.0, 2.0])),
         typed(input("b", "FP32", &[1, 2]), contents(vec![3.0, 4.0])),
     ]);
-    let decoded = decode_request(&add_sub(), &request).unwrap();
+    let decoded = decode_request(&add_sub(), &request, &[]).unwrap();
     assert_eq!(decoded.inputs[0].data, Bytes::from(f32s(&[1.0, 2.0])));
     assert_eq!(decoded.inputs[1].data, Bytes::from(f32s(&[3.0, 4.0])));
 }
@@ -213,7 +250,8 @@ fn every_typed_field_encodes_little_endian() {
             inputs: vec![typed(input("x", datatype.as_str(), &[2]), contents)],
             ..Default::default()
         };
-        let decoded = decode_request(&m, &request).unwrap_or_else(|e| panic!("{datatype}: {e}"));
+        let decoded =
+            decode_request(&m, &request, &[]).unwrap_or_else(|e| panic!("{datatype}: {e}"));
         assert_eq!(decoded.inputs[0].data, Bytes::from(expected), "{datatype}");
     }
 }
@@ -408,7 +446,9 @@ fn batches_above_the_maximum_are_rejected() {
         vec![rows(4), rows(4)],
     );
     assert_eq!(
-        decode_request(&add_sub(), &request).unwrap().batch_size,
+        decode_request(&add_sub(), &request, &[])
+            .unwrap()
+            .batch_size,
         Some(4)
     );
     // When larger requests run in chunks, any number of rows is taken.
@@ -419,7 +459,7 @@ fn batches_above_the_maximum_are_rejected() {
         vec![rows(9), rows(9)],
     );
     assert_eq!(
-        decode_request(&chunked, &request).unwrap().batch_size,
+        decode_request(&chunked, &request, &[]).unwrap().batch_size,
         Some(9)
     );
 }
@@ -435,7 +475,7 @@ fn bytes_model() -> ModelSpec {
 fn bytes_round_trip_empty_and_non_utf8_elements() {
     let stream = bytes_stream(&[b"", b"\xff\xfe\x00", b"hello"]);
     let request = raw_request(vec![input("s", "BYTES", &[3])], vec![stream.clone()]);
-    let decoded = decode_request(&bytes_model(), &request).unwrap();
+    let decoded = decode_request(&bytes_model(), &request, &[]).unwrap();
     assert_eq!(decoded.inputs[0].data, Bytes::from(stream));
 }
 
@@ -547,12 +587,12 @@ fn requested_outputs_keep_their_order_and_must_exist_once() {
     };
     request.outputs = vec![out("diff")];
     assert_eq!(
-        decode_request(&add_sub(), &request).unwrap().outputs,
+        decode_request(&add_sub(), &request, &[]).unwrap().outputs,
         vec![1]
     );
     request.outputs = vec![out("diff"), out("sum")];
     assert_eq!(
-        decode_request(&add_sub(), &request).unwrap().outputs,
+        decode_request(&add_sub(), &request, &[]).unwrap().outputs,
         vec![1, 0]
     );
     request.outputs = vec![out("nope")];

@@ -23,6 +23,7 @@ use metrics_exporter_prometheus::{
 };
 use tokio::net::TcpListener;
 
+mod process;
 use crate::cache::ResponseCache;
 
 /// Metric names, with the Triton metric each corresponds to (docs/metrics.md).
@@ -79,6 +80,26 @@ pub(crate) mod names {
     pub(crate) const UNROUTABLE: &str = "oxserve_unroutable_requests_total";
 }
 
+/// The transport a request came over: the `protocol` label of the request
+/// counter. Two values, so the label set stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// gRPC (`inference.GRPCInferenceService`).
+    Grpc,
+    /// KServe v2 REST.
+    Http,
+}
+
+impl Protocol {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
 /// Why a request found no version, as the `reason` label of
 /// [`names::UNROUTABLE`].
 pub(crate) const UNROUTABLE_REASONS: [&str; 3] = ["unknown_model", "unknown_version", "not_ready"];
@@ -92,7 +113,7 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         names::REQUESTS,
         Kind::Counter,
         None,
-        "Inference requests answered, by model, version and gRPC code.",
+        "Inference requests answered, by model, version, protocol (grpc or http) and gRPC code.",
     ),
     (
         names::INFERENCES,
@@ -259,7 +280,6 @@ impl Drop for AbortOnDrop {
 pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    process: metrics_process::Collector,
     /// The response cache, whose size is read at each scrape.
     cache: OnceLock<Arc<ResponseCache>>,
 }
@@ -289,8 +309,6 @@ impl Metrics {
                 Kind::Histogram => recorder.describe_histogram(name, unit, help),
             }
         }
-        let process = metrics_process::Collector::default();
-        metrics::with_local_recorder(&recorder, || process.describe());
         // Counters a scrape should show from the start, at zero.
         for reason in UNROUTABLE_REASONS {
             recorder
@@ -304,7 +322,6 @@ impl Metrics {
         Arc::new(Metrics {
             recorder,
             handle,
-            process,
             cache: OnceLock::new(),
         })
     }
@@ -454,7 +471,6 @@ impl Metrics {
 
     /// The exposition text, with process metrics sampled now.
     pub(crate) fn render(&self) -> String {
-        metrics::with_local_recorder(&self.recorder, || self.process.collect());
         if let Some(cache) = self.cache.get() {
             let (bytes, entries) = cache.usage();
             let gauge = |name| {
@@ -464,7 +480,9 @@ impl Metrics {
             gauge(names::CACHE_BYTES).set(bytes as f64);
             gauge(names::CACHE_ENTRIES).set(entries as f64);
         }
-        self.handle.render()
+        let mut text = self.handle.render();
+        process::render(&mut text);
+        text
     }
 
     /// Reports `cache`'s size at every scrape.
@@ -540,8 +558,8 @@ impl Metrics {
 /// Metric handles of one model version; all no-ops when metrics are off.
 pub(crate) struct VersionMetrics {
     owner: Option<(Arc<Metrics>, String, u64)>,
-    /// Request counters by gRPC code, registered on first use.
-    requests: [OnceLock<Counter>; 17],
+    /// Request counters by protocol and gRPC code, registered on first use.
+    requests: [[OnceLock<Counter>; 17]; 2],
     pub(crate) inferences: Counter,
     pub(crate) executions: Counter,
     pub(crate) pending: Gauge,
@@ -587,12 +605,13 @@ impl std::fmt::Debug for VersionMetrics {
 }
 
 impl VersionMetrics {
-    /// The request counter for `code`.
-    pub(crate) fn requests(&self, code: tonic::Code) -> &Counter {
+    /// The request counter for `protocol` and `code`.
+    pub(crate) fn requests(&self, protocol: Protocol, code: tonic::Code) -> &Counter {
         let index = (code as usize).min(16);
-        self.requests[index].get_or_init(|| match &self.owner {
+        self.requests[protocol as usize][index].get_or_init(|| match &self.owner {
             Some((metrics, model, version)) => {
                 let mut labels = Metrics::labels(model, *version);
+                labels.push(Label::new("protocol", protocol.as_str()));
                 labels.push(Label::new("code", code_name(code)));
                 metrics
                     .recorder
@@ -604,7 +623,7 @@ impl VersionMetrics {
 }
 
 /// The gRPC code as Prometheus label value, in the protocol's spelling.
-fn code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",
