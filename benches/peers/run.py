@@ -114,6 +114,17 @@ class Peer:
         out = subprocess.run([str(self.python), "-c", code], capture_output=True, text=True)
         return json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-300:]}
 
+    def freeze(self) -> list[str]:
+        """Every package of the peer's environment, exactly."""
+        if self.name == "oxserve":
+            return []
+        out = subprocess.run(
+            [str(self.python), "-m", "pip", "freeze", "--disable-pip-version-check"],
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout.split()
+
     def start(self, model: str, onnx: pathlib.Path) -> tuple[procs.Server, str]:
         port = procs.free_port()
         addr = f"127.0.0.1:{port}"
@@ -125,8 +136,10 @@ class Peer:
             repo = self.out / "repos" / model
             version = repo / model / "1"
             version.mkdir(parents=True, exist_ok=True)
-            if not (version / "model.onnx").exists():
-                shutil.copy(onnx, version / "model.onnx")
+            target = version / "model.onnx"
+            if not target.exists() or target.stat().st_size != onnx.stat().st_size:
+                shutil.copy(onnx, version / "model.onnx.part")
+                (version / "model.onnx.part").rename(target)
             cmd = [
                 self.args.oxserve, "serve", "--model-repository", str(repo),
                 "--grpc-address", addr, "--metrics-address", "127.0.0.1:0",
@@ -169,15 +182,28 @@ def _env() -> dict:
     return env
 
 
-def loadgen(args, addr: str, model: str, extra: list[str], timeout: float) -> tuple[dict | None, str]:
+def loadgen(
+    args, addr: str, model: str, extra: list[str], timeout: float, server: procs.Server
+) -> tuple[dict | None, str]:
+    """Runs loadgen against `server`; gives up early if the server exits."""
     cmd = [args.loadgen, "--addr", addr, "--model", model, *MODELS[model].loadgen, "--json", *extra]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"loadgen did not finish within {timeout:.0f} s"
-    if out.returncode != 0:
-        return None, (out.stderr.strip() or out.stdout.strip())[-1500:]
-    return json.loads(out.stdout), ""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            if server.alive() and time.monotonic() < deadline:
+                continue
+            proc.kill()
+            proc.communicate()
+            if not server.alive():
+                return None, "the server exited"
+            return None, f"loadgen did not finish within {timeout:.0f} s"
+    if proc.returncode != 0:
+        return None, (stderr.strip() or stdout.strip())[-1500:]
+    return json.loads(stdout), ""
 
 
 def measure_model(args, model: str, peers: dict[str, Peer], failures: dict) -> dict:
@@ -195,12 +221,14 @@ def measure_model(args, model: str, peers: dict[str, Peer], failures: dict) -> d
                 running[name] = peer.start(model, onnx)
             except Exception as e:  # noqa: BLE001 - reported, the others go on
                 failures[(name, model)] = f"could not start: {e}"
+                print(f"   {name}: FAILED to start: {e}", flush=True)
         # Ready, and one request answered: the same readiness rule for all.
         for name, (server, addr) in list(running.items()):
             probe, error = loadgen(
                 args, addr, model,
                 ["--requests", "1", "--warmup", "0s", "--runs", "1", "--wait", f"{args.start_timeout}s"],
                 args.start_timeout + 60,
+                server,
             )  # fmt: skip
             if probe is None or probe["summary"]["total_failed"]:
                 if probe is not None:
@@ -237,6 +265,7 @@ def measure_model(args, model: str, peers: dict[str, Peer], failures: dict) -> d
                          "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s", "--runs", "1",
                          "--timeout", "60s", "--wait", "30s"],
                         args.duration + args.warmup + 180,
+                        server,
                     )  # fmt: skip
                     point = {"server": name, "concurrency": c, "round": rnd + 1}
                     if report is None:
@@ -440,7 +469,12 @@ def markdown(results: dict, files: list[str], note: str) -> str:
     for f in files:
         lines.append(f"![{f[:-4]}](report/{f})")
     for model, res in results["models"].items():
-        lines += ["", f"### {model}", "", res["about"] + ".", ""]
+        lines += ["", f"### {model}", "", res["about"] + "."]
+        if res.get("measured"):
+            w = res["measured"]
+            lines.append(f"Measured on its own in a later run: {w['date']}, commit {w['commit']}, "
+                         f"load average {' '.join(w['loadavg_before'])} before.")  # fmt: skip
+        lines.append("")
         if res.get("error"):
             lines += [f"Not measured: {res['error']}", ""]
             continue
@@ -492,9 +526,9 @@ def update_readme(readme: pathlib.Path, section: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--oxserve", required=True)
-    parser.add_argument("--loadgen", required=True)
-    parser.add_argument("--venvs", required=True, help="directory of the peers' virtual environments")
+    parser.add_argument("--oxserve", help="the release server binary")
+    parser.add_argument("--loadgen", help="the loadgen bench binary")
+    parser.add_argument("--venvs", help="directory of the peers' virtual environments")
     parser.add_argument("--out", required=True)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--peers", default=",".join(PEERS))
@@ -506,14 +540,21 @@ def main() -> int:
     parser.add_argument("--oxserve-flags", default="", help="extra `oxserve serve` flags")
     parser.add_argument("--note", default="", help="conditions to state in the README section")
     parser.add_argument("--readme", action="store_true", help="write benches/README.md and benches/report/")
-    parser.add_argument("--from-json", help="only render an earlier results.json")
+    parser.add_argument(
+        "--from-json",
+        action="append",
+        help="only render earlier results.json files; models measured in a later file replace "
+        "those of the earlier ones (a model measured again on its own)",
+    )
     args = parser.parse_args()
+    if not args.from_json and not (args.oxserve and args.loadgen and args.venvs):
+        parser.error("--oxserve, --loadgen and --venvs are needed to measure (or --from-json)")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     if args.from_json:
-        results = json.loads(pathlib.Path(args.from_json).read_text())
+        results = merge([json.loads(pathlib.Path(f).read_text()) for f in args.from_json])
         for res in results["models"].values():
             res["summary"] = summarise(res)  # JSON made the concurrency keys strings
     else:
@@ -527,6 +568,20 @@ def main() -> int:
         update_readme(HERE.parent / "README.md", markdown(results, files, args.note or results.get("note", "")))
         print(f"wrote benches/README.md and {', '.join(files)} in {report_dir}")
     return 0
+
+
+def merge(runs: list[dict]) -> dict:
+    """The first run, with the models of each later run replacing its own
+    (with their failures and machine state kept beside them)."""
+    base = runs[0]
+    for later in runs[1:]:
+        for model, res in later["models"].items():
+            res["measured"] = {"date": later["machine"]["date"], "commit": later["machine"].get("commit"),
+                               "loadavg_before": later["machine"]["loadavg_before"]}  # fmt: skip
+            base["models"][model] = res
+            base["failures"] = {k: v for k, v in base["failures"].items() if not k.endswith(f" / {model}")}
+            base["failures"].update({k: v for k, v in later["failures"].items() if k.endswith(f" / {model}")})
+    return base
 
 
 def run_all(args, out: pathlib.Path) -> dict:
@@ -555,6 +610,7 @@ def run_all(args, out: pathlib.Path) -> dict:
             continue
         peers[name] = peer
         results["versions"][name] = peer.versions()
+        results.setdefault("pip_freeze", {})[name] = peer.freeze()
     for model in args.models.split(","):
         res = measure_model(args, model, peers, failures)
         res["summary"] = summarise(res)
