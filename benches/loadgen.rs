@@ -35,8 +35,11 @@ use clap::Parser;
 use oxserve_client::{Client, pb};
 use serde::Serialize;
 
-use common::{Rng, median, random_raw, rss_kib};
-use report::{Recorder, RunStats, Summary, cpu_secs, mib, print_run};
+use common::rss_kib;
+use common::{Rng, constant_raw, median, random_raw};
+use report::{
+    Recorder, RunStats, Summary, cpu_secs, mib, print_run, process_tree, sum_cpu_secs, sum_rss_kib,
+};
 use target::{connect, serve_in_process, wait_ready};
 
 /// Load generator for KServe v2 gRPC inference servers.
@@ -86,6 +89,10 @@ struct Args {
     /// (repeatable).
     #[arg(long, value_name = "NAME=D,D")]
     shape: Vec<String>,
+    /// Fill an input with one value instead of random data: NAME=VALUE
+    /// (repeatable; e.g. an attention mask of 1s, token type ids of 0).
+    #[arg(long, value_name = "NAME=VALUE")]
+    constant: Vec<String>,
     /// Requests in flight at once (closed loop: workers; open loop: cap).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -126,6 +133,12 @@ struct Args {
     /// Process id of a separately started server, for its memory and CPU.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// With --server-pid: count the server's descendant processes too
+    /// (CPU summed; resident memory summed, so shared pages count once per
+    /// process). For servers made of several processes: Triton's Python
+    /// backend stubs, MLServer's inference workers.
+    #[arg(long, requires = "server_pid")]
+    server_tree: bool,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -134,6 +147,8 @@ struct Args {
 #[derive(Debug, Serialize)]
 struct Report {
     target: String,
+    /// The server's name and version, from ServerMetadata.
+    server: Option<(String, String)>,
     args: Args,
     /// Input names, datatypes and shapes sent.
     inputs: Vec<(String, String, Vec<i64>)>,
@@ -285,22 +300,35 @@ async fn run_once(
     stop: Stop,
     rss_pid: Option<Option<u32>>,
 ) -> RunStats {
-    let rss_before = rss_pid.and_then(rss_kib);
+    // The server's processes, listed once per run: the server itself, or
+    // with --server-tree its descendants too.
+    let pids: Arc<Vec<u32>> = Arc::new(
+        args.server_pid
+            .map(|p| process_tree(p, args.server_tree))
+            .unwrap_or_default(),
+    );
+    let rss = move |pids: &[u32]| match rss_pid {
+        Some(None) => rss_kib(None),
+        Some(Some(_)) => sum_rss_kib(pids),
+        None => None,
+    };
+    let rss_before = rss(&pids);
     // Sample the server's memory while the load runs.
     let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = rss_pid.map(|pid| {
+    let sampler = rss_pid.map(|_| {
         let sampling = Arc::clone(&sampling);
+        let pids = Arc::clone(&pids);
         tokio::spawn(async move {
             let mut peak = 0;
             while sampling.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid).unwrap_or(0));
+                peak = peak.max(rss(&pids).unwrap_or(0));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             peak
         })
     });
     let cpu_self = cpu_secs(None);
-    let cpu_server = args.server_pid.and_then(|p| cpu_secs(Some(p)));
+    let cpu_server = sum_cpu_secs(&pids);
     let started = Instant::now();
     let mut recorder = match args.rate {
         Some(rate) => open_loop(pool, request, args.concurrency, rate, stop).await,
@@ -308,15 +336,13 @@ async fn run_once(
     };
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_self = cpu_self.zip(cpu_secs(None)).map(|(a, b)| b - a);
-    let cpu_server = cpu_server
-        .zip(args.server_pid.and_then(|p| cpu_secs(Some(p))))
-        .map(|(a, b)| b - a);
+    let cpu_server = cpu_server.zip(sum_cpu_secs(&pids)).map(|(a, b)| b - a);
     sampling.store(false, Ordering::Relaxed);
     let peak = match sampler {
         Some(s) => Some(s.await.expect("the sampler does not panic")),
         None => None,
     };
-    let rss_after = rss_pid.and_then(rss_kib);
+    let rss_after = rss(&pids);
 
     let lat = &mut recorder.latencies_ns;
     lat.sort_unstable();
@@ -377,6 +403,21 @@ async fn build_request(
             .map_err(|e| format!("--shape '{s}': {e}"))?;
         overrides.insert(name.to_string(), dims);
     }
+    let mut constants = BTreeMap::new();
+    for s in &args.constant {
+        let value = s
+            .split_once('=')
+            .and_then(|(name, v)| Some((name, v.trim().parse::<f64>().ok()?)));
+        let Some((name, value)) = value else {
+            return Err(format!("--constant '{s}': expected NAME=NUMBER"));
+        };
+        constants.insert(name.to_string(), value);
+    }
+    for name in overrides.keys().chain(constants.keys()) {
+        if !metadata.inputs.iter().any(|i| &i.name == name) {
+            return Err(format!("model '{}' has no input '{name}'", args.model));
+        }
+    }
     let mut rng = Rng::new(0x5eed);
     let mut request = pb::ModelInferRequest {
         model_name: args.model.clone(),
@@ -399,7 +440,11 @@ async fn build_request(
                 .collect(),
         };
         let count = shape.iter().product::<i64>().max(0) as usize;
-        let data = random_raw(&input.datatype, count, &mut rng).ok_or_else(|| {
+        let data = match constants.get(&input.name) {
+            Some(&value) => constant_raw(&input.datatype, count, value),
+            None => random_raw(&input.datatype, count, &mut rng),
+        };
+        let data = data.ok_or_else(|| {
             format!(
                 "input '{}' has datatype '{}', which the load generator cannot fill",
                 input.name, input.datatype
@@ -425,6 +470,11 @@ async fn load(args: Args, target: String, rss_pid: Option<Option<u32>>) -> Resul
         clients.push(connect(&args, &target).await?);
     }
     wait_ready(&args, &clients[0]).await?;
+    let server = clients[0]
+        .server_metadata()
+        .await
+        .ok()
+        .map(|m| (m.name, m.version));
     let (request, inputs) = build_request(&args, &clients[0]).await?;
     let request_bytes = prost::Message::encoded_len(&request);
 
@@ -446,7 +496,11 @@ async fn load(args: Args, target: String, rss_pid: Option<Option<u32>>) -> Resul
             outputs.join(", ")
         );
     }
-    let idle = rss_pid.and_then(rss_kib);
+    let idle = match rss_pid {
+        Some(Some(pid)) => sum_rss_kib(&process_tree(pid, args.server_tree)),
+        Some(None) => rss_kib(None),
+        None => None,
+    };
 
     let pool = Arc::new(Pool {
         clients,
@@ -489,6 +543,7 @@ async fn load(args: Args, target: String, rss_pid: Option<Option<u32>>) -> Resul
     };
     Ok(Report {
         target,
+        server,
         args,
         inputs,
         request_bytes,

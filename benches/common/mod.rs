@@ -90,6 +90,34 @@ pub(crate) fn random_raw(datatype: &str, elements: usize, rng: &mut Rng) -> Opti
     Some(out)
 }
 
+/// Raw wire encoding of `elements` copies of `value` as the protocol
+/// datatype `datatype` (integers truncated toward zero), or `None` for
+/// BYTES or a datatype the protocol does not define. For inputs that must
+/// hold particular values: an attention mask of ones, token type ids of 0.
+pub(crate) fn constant_raw(datatype: &str, elements: usize, value: f64) -> Option<Vec<u8>> {
+    let datatype = DataType::parse(datatype)?;
+    let one: Vec<u8> = match datatype {
+        DataType::Bool => vec![u8::from(value != 0.0)],
+        DataType::Fp32 => (value as f32).to_le_bytes().to_vec(),
+        DataType::Fp64 => value.to_le_bytes().to_vec(),
+        DataType::Fp16 => half::f16::from_f64(value).to_bits().to_le_bytes().to_vec(),
+        DataType::Bf16 => half::bf16::from_f64(value).to_bits().to_le_bytes().to_vec(),
+        DataType::Bytes => return None,
+        DataType::Uint8
+        | DataType::Uint16
+        | DataType::Uint32
+        | DataType::Uint64
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64 => {
+            let size = datatype.element_size()?;
+            (value as i64).to_le_bytes()[..size].to_vec()
+        }
+    };
+    Some(one.repeat(elements))
+}
+
 /// The median of `values` (the mean of the middle two for an even count);
 /// `NaN` when empty.
 pub(crate) fn median(values: &[f64]) -> f64 {

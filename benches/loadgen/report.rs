@@ -8,6 +8,8 @@ use std::time::Instant;
 use oxserve_client::pb;
 use serde::Serialize;
 
+use crate::common::rss_kib;
+
 /// What one run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct RunStats {
@@ -109,6 +111,67 @@ pub(crate) fn cpu_secs(pid: Option<u32>) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// `pid` and, with `tree`, every live process descended from it (Triton's
+/// backend stubs, MLServer's inference workers), from `/proc`.
+pub(crate) fn process_tree(pid: u32, tree: bool) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if !tree {
+        return pids;
+    }
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            // The field after the state, counted from the command's ')'.
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat.get(i + 2..))
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        pids.extend(
+            parents
+                .iter()
+                .filter(|&&(child, ppid)| ppid == parent && child != pid)
+                .map(|&(child, _)| child),
+        );
+        i += 1;
+    }
+    pids
+}
+
+/// CPU seconds of the processes `pids` summed; `None` once the first is
+/// gone.
+pub(crate) fn sum_cpu_secs(pids: &[u32]) -> Option<f64> {
+    let (&first, rest) = pids.split_first()?;
+    let rest: f64 = rest.iter().filter_map(|&p| cpu_secs(Some(p))).sum();
+    Some(cpu_secs(Some(first))? + rest)
+}
+
+/// Resident memory in KiB of the processes `pids`, summed (pages they
+/// share count once per process); `None` once the first is gone.
+pub(crate) fn sum_rss_kib(pids: &[u32]) -> Option<u64> {
+    let (&first, rest) = pids.split_first()?;
+    let rest: u64 = rest.iter().filter_map(|&p| rss_kib(Some(p))).sum();
+    Some(rss_kib(Some(first))? + rest)
 }
 
 pub(crate) fn mib(kib: Option<u64>) -> Option<f64> {

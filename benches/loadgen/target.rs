@@ -2,9 +2,10 @@
 //! server (in-process or separate) once it is up and its model ready.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oxserve_client::{Client, RetryPolicy};
+use tonic::Code;
 
 use super::Args;
 
@@ -84,19 +85,51 @@ pub(crate) async fn connect(args: &Args, target: &str) -> Result<Client, String>
         .map_err(|e| e.to_string())
 }
 
-/// Waits (up to `--wait`) until the server is ready for inference, then
-/// checks that the model to load is ready.
+/// Waits (up to `--wait`) until the server is ready for inference and the
+/// model to load is ready.
+///
+/// Readiness comes from `grpc.health.v1` where the server has it (oxserve,
+/// Triton); KServe's and MLServer's Python servers do not, and answer
+/// UNIMPLEMENTED, so then the protocol's own `ServerReady` says.
 pub(crate) async fn wait_ready(args: &Args, client: &Client) -> Result<(), String> {
-    client
-        .wait_until_serving("inference.GRPCInferenceService", args.wait)
-        .await
-        .map_err(|e| e.to_string())?;
-    match client
-        .model_ready(&args.model, args.version.as_deref())
-        .await
-    {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!("model '{}' is not ready", args.model)),
-        Err(e) => Err(format!("model '{}': {e}", args.model)),
+    let deadline = Instant::now() + args.wait;
+    loop {
+        let mut last;
+        let server_ready = match client.health_check("inference.GRPCInferenceService").await {
+            Ok(status) => {
+                last = format!("health: {status:?}");
+                status.is_serving()
+            }
+            Err(e) if matches!(e.code(), Some(Code::Unimplemented | Code::NotFound)) => {
+                match client.is_ready().await {
+                    Ok(ready) => {
+                        last = format!("ServerReady: {ready}");
+                        ready
+                    }
+                    Err(e) => {
+                        last = format!("ServerReady: {e}");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                last = e.to_string();
+                false
+            }
+        };
+        if server_ready {
+            match client
+                .model_ready(&args.model, args.version.as_deref())
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => last = format!("model '{}' is not ready", args.model),
+                Err(e) => last = format!("model '{}': {e}", args.model),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not ready within {:?} (last: {last})", args.wait));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
