@@ -93,6 +93,7 @@ class Container:
     id: str
     grpc: str  # 127.0.0.1:port
     metrics: str
+    http: str
 
     @classmethod
     def run(
@@ -111,10 +112,14 @@ class Container:
         The server's addresses are moved to free loopback ports through its
         own settings (OXSERVE_GRPC_ADDRESS, OXSERVE_METRICS_ADDRESS), as a
         user moving a port would; given `ports` (gRPC, metrics), the caller
-        has set them elsewhere (flags, a config file)."""
+        has set them elsewhere (flags, a config file). REST always moves
+        (OXSERVE_HTTP_ADDRESS): on the host network, two containers on its
+        default port 8000 would collide."""
         grpc_port, metrics_port = ports or (free_port(), free_port())
         grpc, metrics = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{metrics_port}"
+        http = f"127.0.0.1:{free_port()}"
         environment = {} if ports else {"OXSERVE_GRPC_ADDRESS": grpc, "OXSERVE_METRICS_ADDRESS": metrics}
+        environment["OXSERVE_HTTP_ADDRESS"] = http
         environment.update(env or {})
         command = ["run", "-d", "--network", "host", *PRODUCTION, *options]
         for key, value in environment.items():
@@ -122,7 +127,7 @@ class Container:
         if models is not None:
             command += ["-v", f"{models}:{mount}:ro"]
         command += [image, *args]
-        return cls(docker(*command).stdout.strip(), grpc, metrics)
+        return cls(docker(*command).stdout.strip(), grpc, metrics, http)
 
     def inspect(self) -> dict:
         return json.loads(docker("inspect", self.id).stdout)[0]
@@ -158,6 +163,7 @@ class ServerProcess:
     def __init__(self, repository: Path | str, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
         self.grpc = f"127.0.0.1:{free_port()}"
         self.metrics = f"127.0.0.1:{free_port()}"
+        self.http = f"127.0.0.1:{free_port()}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="oxserve-", suffix=".log")
         clean = {k: v for k, v in os.environ.items() if not k.startswith("OXSERVE_")}
         self.proc = subprocess.Popen(
@@ -166,6 +172,7 @@ class ServerProcess:
                 "--model-repository", str(repository),
                 "--grpc-address", self.grpc,
                 "--metrics-address", self.metrics,
+                "--http-address", self.http,
                 *args,
             ],
             stdout=self.log,

@@ -98,7 +98,7 @@ def test_logs_are_clean_on_a_read_only_root(served):
     """No warning at start: in particular none from ONNX Runtime about
     persisting a telemetry id on the read-only root."""
     logs = served.logs()
-    assert "model loaded" in logs
+    assert "model version loaded" in logs
     for word in ("WARN", "ERROR", "telemetry", "deviceid", "Read-only"):
         assert word not in logs, f"{word!r} in the logs:\n{logs}"
 
