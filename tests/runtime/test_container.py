@@ -235,7 +235,7 @@ def test_a_container_with_a_broken_model_says_why(image):
             f"{INFERENCE_SERVICE}: NOT_SERVING (model 'broken' version 1 failed to load: "
         ), output
         logs = container.logs()
-        assert "model failed to load" in logs and "broken" in logs, logs
+        assert "model version failed to load" in logs and "broken" in logs, logs
         # The other model serves all the same.
         client = triton(container.grpc)
         assert infer_intent(client, [GREETING])[0] == ["greeting"]
