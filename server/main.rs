@@ -40,7 +40,7 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct HealthArgs {
-    /// Server address, HOST:PORT (plaintext gRPC). Default: the server's
+    /// Server address, HOST:PORT (plaintext gRPC unless --tls-ca). Default: the server's
     /// own grpc_address (from --config, OXSERVE_GRPC_ADDRESS or its
     /// default), with an unspecified host (0.0.0.0, ::) asked on loopback.
     #[arg(long, value_name = "HOST:PORT")]
@@ -54,6 +54,55 @@ struct HealthArgs {
     /// Give up after this long, e.g. 1s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: HealthTls,
+}
+
+/// TLS for `oxserve health` against a server with `tls_cert` set.
+#[derive(Debug, Args)]
+struct HealthTls {
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file (the
+    /// server's certificate must chain to one and name the host asked).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a server with tls_client_ca (mTLS);
+    /// needs --tls-client-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_client_key",
+        requires = "tls_ca"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-client-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it is not the host
+    /// of the address (e.g. asking 127.0.0.1 for a certificate made out to
+    /// oxserve.example.com).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl HealthTls {
+    /// tonic's TLS settings, or `None` for plaintext.
+    fn client_config(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(Some(config))
+    }
 }
 
 fn main() -> ExitCode {
@@ -177,8 +226,16 @@ fn health(args: HealthArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime
-        .block_on(async { tokio::time::timeout(args.timeout, check(&addr, &args.service)).await });
+    let tls = match args.tls.client_config() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("oxserve health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::time::timeout(args.timeout, check(&addr, &args.service, tls)).await
+    });
     let shown = if args.service.is_empty() {
         "\"\""
     } else {
@@ -216,6 +273,7 @@ fn health(args: HealthArgs) -> ExitCode {
 async fn check(
     addr: &str,
     service: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Result<
     (
         tonic_health::pb::health_check_response::ServingStatus,
@@ -223,8 +281,14 @@ async fn check(
     ),
     String,
 > {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| format!("invalid address: {e}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("invalid TLS settings: {e}"))?;
+    }
     let channel = endpoint
         .connect()
         .await
