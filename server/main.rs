@@ -292,7 +292,7 @@ async fn check(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = client
         .check(tonic_health::pb::HealthCheckRequest {
@@ -306,4 +306,17 @@ async fn check(
         .and_then(|value| value.to_bytes().ok())
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     Ok((response.into_inner().status(), reason))
+}
+
+/// An error and its sources on one line: tonic's "transport error" alone
+/// does not say that, e.g., the server's certificate has an unknown issuer.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -10,8 +10,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -142,26 +142,27 @@ where
     }
 }
 
-/// Requests in flight on one connection, and when that count last changed.
+/// Requests in flight on one connection, and when that count last changed
+/// (atomics, not a lock: every request on the connection touches them).
 struct Activity {
     active: AtomicUsize,
-    changed: Mutex<Instant>,
+    opened: Instant,
+    /// Nanoseconds after `opened`.
+    changed: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
             active: AtomicUsize::new(0),
-            changed: Mutex::new(Instant::now()),
+            opened: Instant::now(),
+            changed: AtomicU64::new(0),
         }
     }
 
     fn touch(&self) {
-        let now = Instant::now();
-        match self.changed.lock() {
-            Ok(mut changed) => *changed = now,
-            Err(poisoned) => *poisoned.into_inner() = now,
-        }
+        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.changed.fetch_max(since, Ordering::AcqRel);
     }
 
     fn start(self: &Arc<Self>) -> InFlight {
@@ -176,11 +177,8 @@ impl Activity {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let changed = match self.changed.lock() {
-            Ok(changed) => *changed,
-            Err(poisoned) => *poisoned.into_inner(),
-        };
-        Some(changed.elapsed())
+        let changed = Duration::from_nanos(self.changed.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(changed))
     }
 
     /// Completes once nothing has been in flight for `timeout`.
