@@ -40,9 +40,10 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct HealthArgs {
-    /// Server address, HOST:PORT (plaintext gRPC unless --tls-ca). Default: the server's
-    /// own grpc_address (from --config, OXSERVE_GRPC_ADDRESS or its
-    /// default), with an unspecified host (0.0.0.0, ::) asked on loopback.
+    /// Server address, HOST:PORT (plaintext gRPC unless --tls-ca). Default:
+    /// the server's own health_address if set (and no --tls-ca), else its
+    /// grpc_address (from --config, OXSERVE_* variables or the defaults),
+    /// with an unspecified host (0.0.0.0, ::) asked on loopback.
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
     /// The server's TOML config file, to read grpc_address from.
@@ -196,9 +197,18 @@ fn health_address(args: &HealthArgs) -> Result<String, String> {
         return Ok(addr.clone());
     }
     let figment = Config::figment(args.config.as_deref(), figment::value::Dict::new());
-    let mut address: std::net::SocketAddr = figment
-        .extract_inner("grpc_address")
-        .map_err(|e| format!("cannot read grpc_address: {e}"))?;
+    // With TLS on, the plaintext health-only listener is the one a
+    // HEALTHCHECK without certificates can ask; it is used when set,
+    // unless this command itself speaks TLS.
+    let health: Option<std::net::SocketAddr> = figment
+        .extract_inner("health_address")
+        .map_err(|e| format!("cannot read health_address: {e}"))?;
+    let mut address: std::net::SocketAddr = match health.filter(|_| args.tls.tls_ca.is_none()) {
+        Some(address) => address,
+        None => figment
+            .extract_inner("grpc_address")
+            .map_err(|e| format!("cannot read grpc_address: {e}"))?,
+    };
     if address.ip().is_unspecified() {
         address.set_ip(match address {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

@@ -226,6 +226,29 @@ async fn tls_serves_grpc_rest_and_metrics_and_plaintext_is_refused() {
         Some(tonic::Code::Unimplemented),
         "{metadata:?}"
     );
+
+    // `oxserve health` as a Docker HEALTHCHECK runs it, from the server's
+    // settings: the health listener when there is one, else the gRPC port
+    // (which, with TLS on, a plaintext check cannot pass).
+    let (grpc, health) = (server.grpc.to_string(), server.health.to_string());
+    let settings = move |health_address: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_oxserve"));
+        command
+            .args(["health", "--timeout", "5s"])
+            .env_remove("OXSERVE_CONFIG")
+            .env_remove("OXSERVE_HEALTH_ADDRESS")
+            .env("OXSERVE_GRPC_ADDRESS", &grpc);
+        if let Some(address) = health_address {
+            command.env("OXSERVE_HEALTH_ADDRESS", address);
+        }
+        command.output().unwrap()
+    };
+    let (with, without) =
+        tokio::task::spawn_blocking(move || (settings(Some(&health)), settings(None)))
+            .await
+            .unwrap();
+    assert!(with.status.success(), "{with:?}");
+    assert!(!without.status.success(), "{without:?}");
     server.stop().await;
 }
 

@@ -312,7 +312,9 @@ settings! {
     http2_keepalive_timeout: Duration = Duration::from_secs(20);
 
     /// Age at which a connection is sent GOAWAY, so that clients reconnect
-    /// and spread over replicas added since (Triton issue #6177); `0s`:
+    /// and spread over replicas added since (Triton issue #6177); each
+    /// connection's age is varied by up to 10 % either way, as gRPC does, so
+    /// that connections opened together do not all end together. `0s`:
     /// connections live as long as their clients keep them.
     #[setting(value = "DURATION", default = "0s")]
     #[serde(with = "humantime_serde")]

@@ -100,7 +100,7 @@ where
         let limits = self.limits;
         let age = async {
             match limits.max_connection_age {
-                Some(age) => tokio::time::sleep(age).await,
+                Some(age) => tokio::time::sleep(jittered(age)).await,
                 None => std::future::pending().await,
             }
         };
@@ -140,6 +140,18 @@ where
             Err(_) => tracing::debug!("connection closed at the end of its grace period"),
         }
     }
+}
+
+/// `age` ± 10 %, as gRPC servers do: connections opened together (by a
+/// roll-out, or a client starting) do not all reconnect at the same moment.
+fn jittered(age: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has fresh keys: a random number without a crate.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let fraction = (random % 2001) as f64 / 1000.0 - 1.0;
+    age.mul_f64(1.0 + 0.1 * fraction)
 }
 
 /// Requests in flight on one connection, and when that count last changed
