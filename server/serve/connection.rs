@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -85,60 +86,98 @@ where
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::new());
-        let service = Tracked {
-            inner: self.service,
-            activity: Arc::clone(&activity),
-        };
-        let connection = self
-            .builder
-            .serve_connection(TokioIo::new(io), service)
-            // The connection outlives the builder it was made by.
-            .into_owned();
-        tokio::pin!(connection);
-        let mut stop = self.stop;
-        let limits = self.limits;
-        let age = async {
-            match limits.max_connection_age {
-                Some(age) => tokio::time::sleep(jittered(age)).await,
-                None => std::future::pending().await,
+        let Connection {
+            builder,
+            service,
+            limits,
+            stop,
+            ..
+        } = self;
+        let io = TokioIo::new(io);
+        match limits.idle_timeout {
+            // Without an idle timeout nothing counts requests: the service
+            // as it is, no wrapper on the request path.
+            None => {
+                let service = TowerToHyperService::new(service);
+                drive(builder, io, service, None, limits, stop).await;
             }
-        };
-        let idle = async {
-            match limits.idle_timeout {
-                Some(timeout) => activity.idle(timeout).await,
-                None => std::future::pending().await,
+            Some(_) => {
+                let activity = Arc::new(Activity::new());
+                let service = Tracked {
+                    inner: service,
+                    activity: Arc::clone(&activity),
+                };
+                drive(builder, io, service, Some(activity), limits, stop).await;
             }
-        };
-        let ending = tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!("connection ended: {e}");
-                }
-                return;
-            }
-            _ = stop.wait_for(|stop| *stop) => Ending::Shutdown,
-            () = age => Ending::Age,
-            () = idle => Ending::Idle,
-        };
-        // HTTP/2: GOAWAY, no new streams, those in flight finish.
-        // HTTP/1.1: the request in flight finishes, then the connection
-        // closes instead of being kept alive.
-        connection.as_mut().graceful_shutdown();
-        let drained = match ending {
-            // The caller bounds the drain (drain_timeout).
-            Ending::Shutdown => Ok(connection.await),
-            Ending::Age | Ending::Idle => {
-                tracing::debug!(?ending, "closing a connection");
-                tokio::time::timeout(limits.max_connection_age_grace, connection).await
-            }
-        };
-        match drained {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!("connection ended while closing: {e}"),
-            // Dropping the connection aborts its remaining streams.
-            Err(_) => tracing::debug!("connection closed at the end of its grace period"),
         }
+    }
+}
+
+/// Serves HTTP on `io` until the connection ends, or ends it (GOAWAY) at
+/// shutdown, at its maximum age, or when idle (`activity`).
+async fn drive<I, H, B>(
+    builder: auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    service: H,
+    activity: Option<Arc<Activity>>,
+    limits: Arc<Limits>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder
+        .serve_connection(io, service)
+        // The connection outlives the builder it was made by.
+        .into_owned();
+    tokio::pin!(connection);
+    let age = async {
+        match limits.max_connection_age {
+            Some(age) => tokio::time::sleep(jittered(age)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let idle = async {
+        match (&activity, limits.idle_timeout) {
+            (Some(activity), Some(timeout)) => activity.idle(timeout).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("connection ended: {e}");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stop| *stop) => Ending::Shutdown,
+        () = age => Ending::Age,
+        () = idle => Ending::Idle,
+    };
+    // HTTP/2: GOAWAY, no new streams, those in flight finish.
+    // HTTP/1.1: the request in flight finishes, then the connection
+    // closes instead of being kept alive.
+    connection.as_mut().graceful_shutdown();
+    let drained = match ending {
+        // The caller bounds the drain (drain_timeout).
+        Ending::Shutdown => Ok(connection.await),
+        Ending::Age | Ending::Idle => {
+            tracing::debug!(?ending, "closing a connection");
+            tokio::time::timeout(limits.max_connection_age_grace, connection).await
+        }
+    };
+    match drained {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("connection ended while closing: {e}"),
+        // Dropping the connection aborts its remaining streams.
+        Err(_) => tracing::debug!("connection closed at the end of its grace period"),
     }
 }
 
@@ -217,7 +256,8 @@ impl Drop for InFlight {
     }
 }
 
-/// The connection's service: `inner`, with each request counted in flight
+/// The connection's service when it has an idle timeout: `inner`, with each
+/// request counted in flight
 /// until its response has been sent (a streaming response is in flight
 /// while it streams).
 #[derive(Clone)]
