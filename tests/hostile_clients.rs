@@ -22,6 +22,10 @@ use oxserve::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The tests of this file one at a time: each measures the process's
+/// memory and a client's latency, which the others' servers would blur.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Growth of resident memory a hostile client may cause.
 const RSS_BOUND: u64 = 96 * 1024 * 1024;
 /// Slowest answer the well-behaved client may see while the attack runs
@@ -223,6 +227,7 @@ async fn raw(addr: SocketAddr) -> (tokio::net::tcp::OwnedWriteHalf, Arc<Seen>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_streams_whose_bodies_never_come() {
+    let _serial = SERIAL.lock().await;
     let (server, config) = server().await;
     let addr = server.addr;
     measure(
@@ -295,6 +300,7 @@ fn infer_message(floats: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_never_read_end_in_a_keepalive_timeout() {
+    let _serial = SERIAL.lock().await;
     let (server, _) = server().await;
     let addr = server.addr;
     measure("responses never read", &server.client, || async move {
@@ -366,6 +372,7 @@ async fn responses_never_read_end_in_a_keepalive_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
+    let _serial = SERIAL.lock().await;
     let config = Config {
         http2_keepalive_interval: Duration::ZERO,
         connection_idle_timeout: Duration::from_secs(1),
@@ -405,6 +412,7 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_until_refused() {
+    let _serial = SERIAL.lock().await;
     let (server, config) = server().await;
     let addr = server.addr;
     // The well-behaved client's connection is one of the 64.
@@ -451,6 +459,7 @@ async fn connections_until_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connection_age_sends_goaway_and_the_sdk_reconnects() {
+    let _serial = SERIAL.lock().await;
     let config = Config {
         max_connection_age: Duration::from_millis(500),
         max_connection_age_grace: Duration::from_secs(1),
