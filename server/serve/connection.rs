@@ -30,7 +30,8 @@ use tower::{Service, ServiceExt};
 use super::Limits;
 
 /// A client that opens a TCP connection and never finishes its TLS
-/// handshake holds a connection slot this long at most.
+/// handshake (or, in plaintext, sends nothing) holds a connection slot this
+/// long at most.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything one connection task needs.
@@ -64,10 +65,26 @@ where
 {
     /// Serves the connection until it ends.
     pub(super) async fn run(mut self, stream: TcpStream) {
+        let mut stop = self.stop.clone();
         let Some(acceptor) = self.tls.take() else {
+            // hyper waits for a connection's first bytes without a time
+            // limit: a client that connects and says nothing would hold a
+            // connection slot for ever. It gets as long as a handshake.
+            let first_byte = async {
+                let mut byte = [0u8; 1];
+                stream.peek(&mut byte).await
+            };
+            tokio::select! {
+                spoke = tokio::time::timeout(HANDSHAKE_TIMEOUT, first_byte) => match spoke {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => return tracing::debug!("connection failed before its first byte: {e}"),
+                    Err(_) => return tracing::debug!("a connection sent nothing; closed"),
+                },
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
             return self.http(stream).await;
         };
-        let mut stop = self.stop.clone();
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
         let stream = tokio::select! {
             handshake = handshake => match handshake {
