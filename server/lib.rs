@@ -30,6 +30,7 @@ mod serve;
 mod shm;
 mod stats;
 mod tensor;
+mod tls;
 mod trace;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ pub use config::{
 };
 pub use health::REASON_KEY as HEALTH_REASON_KEY;
 pub use logging::{LogInitError, init as init_logging};
+pub use tls::TlsError;
 pub use trace::ExportError;
 
 use health::Health;
@@ -72,6 +74,9 @@ pub enum ServeError {
     /// The trace exporter could not be set up.
     #[error(transparent)]
     Traces(#[from] ExportError),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// An address could not be bound.
     #[error("cannot listen on {key} {address}: {source}")]
     Bind {
@@ -94,6 +99,9 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// Prometheus metrics (`metrics_address`); `None` serves none.
     pub metrics: Option<TcpListener>,
+    /// Plaintext `grpc.health.v1` only (`health_address`); `None` serves
+    /// none.
+    pub health: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -117,10 +125,15 @@ impl Listeners {
             true => Some(bind("metrics_address", config.metrics_address).await?),
             false => None,
         };
+        let health = match config.health_address {
+            Some(address) => Some(bind("health_address", address).await?),
+            None => None,
+        };
         Ok(Listeners {
             grpc,
             http,
             metrics,
+            health,
         })
     }
 }
@@ -138,13 +151,27 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // Fail before serving anything if ONNX Runtime is missing.
     let env = backend::environment(config.onnxruntime_library.as_deref())?;
+    // TLS: the server does not start without the TLS it was asked for.
+    let tls = config.tls_files().map(tls::Tls::load).transpose()?;
+    let tls_reload = tls
+        .as_ref()
+        .map(|tls| tokio::spawn(Arc::clone(tls).watch(config.tls_reload_interval)));
     let health = Health::new();
+    let metrics_tls = tls.clone().filter(|_| config.metrics_tls);
     let metrics = listeners.metrics.map(|listener| {
         let metrics = metrics::Metrics::new();
         if let Ok(address) = listener.local_addr() {
-            tracing::info!(%address, "serving Prometheus metrics at /metrics");
+            let scheme = if metrics_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(%address, scheme, "serving Prometheus metrics at /metrics");
         }
-        (Arc::clone(&metrics), tokio::spawn(metrics.serve(listener)))
+        (
+            Arc::clone(&metrics),
+            tokio::spawn(metrics.serve(listener, metrics_tls)),
+        )
     });
     let options = LoadOptions {
         defaults: config.model_defaults(),
@@ -214,29 +241,66 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    let limits = serve::Limits::from_config(&config);
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     if let Ok(address) = listeners.grpc.local_addr() {
-        tracing::info!(%address, "serving gRPC");
+        tracing::info!(%address, scheme, mtls = config.tls_client_ca.is_some(), "serving gRPC");
     }
-    let grpc_server = serve::serve(listeners.grpc, serve::Protocols::Http2, grpc, stop_signal());
+    let grpc_server = serve::serve(
+        listeners.grpc,
+        serve::Listener {
+            protocols: serve::Protocols::Http2,
+            tls: tls.clone(),
+            limits: limits.clone(),
+        },
+        grpc,
+        stop_signal(),
+    );
     let http_server = listeners.http.map(|listener| {
         if let Ok(address) = listener.local_addr() {
-            tracing::info!(%address, "serving REST (KServe v2 over HTTP)");
+            tracing::info!(%address, scheme, "serving REST (KServe v2 over HTTP)");
         }
         serve::serve(
             listener,
-            serve::Protocols::Http1AndHttp2,
+            serve::Listener {
+                protocols: serve::Protocols::Http1AndHttp2,
+                tls: tls.clone(),
+                limits: limits.clone(),
+            },
             http::service(core, Arc::clone(&health), config.max_message_size),
+            stop_signal(),
+        )
+    });
+    // Kubernetes gRPC probes cannot present a client certificate or trust
+    // a private CA: health alone, in plaintext, on its own port.
+    let health_server = listeners.health.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving grpc.health.v1 only, plaintext");
+        }
+        serve::serve(
+            listener,
+            serve::Listener {
+                protocols: serve::Protocols::Http2,
+                tls: None,
+                limits: limits.clone(),
+            },
+            grpc::health_only(&health),
             stop_signal(),
         )
     });
     let server = async move {
         let signal = tokio::spawn(signal);
-        match http_server {
-            Some(http_server) => {
-                tokio::join!(grpc_server, http_server);
+        let http_server = async move {
+            if let Some(server) = http_server {
+                server.await;
             }
-            None => grpc_server.await,
-        }
+        };
+        let health_server = async move {
+            if let Some(server) = health_server {
+                server.await;
+            }
+        };
+        tokio::join!(grpc_server, http_server, health_server);
         signal.abort();
     };
     let drain_deadline = async move {
@@ -259,6 +323,9 @@ pub async fn run(
     // A model still loading at shutdown finishes in the background; loaded
     // versions stop their worker threads once unloaded.
     lifecycle.abort();
+    if let Some(reload) = tls_reload {
+        reload.abort();
+    }
     if let Some((_, exporter)) = metrics {
         exporter.abort();
     }

@@ -40,9 +40,10 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct HealthArgs {
-    /// Server address, HOST:PORT (plaintext gRPC). Default: the server's
-    /// own grpc_address (from --config, OXSERVE_GRPC_ADDRESS or its
-    /// default), with an unspecified host (0.0.0.0, ::) asked on loopback.
+    /// Server address, HOST:PORT (plaintext gRPC unless --tls-ca). Default:
+    /// the server's own health_address if set (and no --tls-ca), else its
+    /// grpc_address (from --config, OXSERVE_* variables or the defaults),
+    /// with an unspecified host (0.0.0.0, ::) asked on loopback.
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
     /// The server's TOML config file, to read grpc_address from.
@@ -54,6 +55,55 @@ struct HealthArgs {
     /// Give up after this long, e.g. 1s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: HealthTls,
+}
+
+/// TLS for `oxserve health` against a server with `tls_cert` set.
+#[derive(Debug, Args)]
+struct HealthTls {
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file (the
+    /// server's certificate must chain to one and name the host asked).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a server with tls_client_ca (mTLS);
+    /// needs --tls-client-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_client_key",
+        requires = "tls_ca"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-client-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it is not the host
+    /// of the address (e.g. asking 127.0.0.1 for a certificate made out to
+    /// oxserve.example.com).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl HealthTls {
+    /// tonic's TLS settings, or `None` for plaintext.
+    fn client_config(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(Some(config))
+    }
 }
 
 fn main() -> ExitCode {
@@ -147,9 +197,18 @@ fn health_address(args: &HealthArgs) -> Result<String, String> {
         return Ok(addr.clone());
     }
     let figment = Config::figment(args.config.as_deref(), figment::value::Dict::new());
-    let mut address: std::net::SocketAddr = figment
-        .extract_inner("grpc_address")
-        .map_err(|e| format!("cannot read grpc_address: {e}"))?;
+    // With TLS on, the plaintext health-only listener is the one a
+    // HEALTHCHECK without certificates can ask; it is used when set,
+    // unless this command itself speaks TLS.
+    let health: Option<std::net::SocketAddr> = figment
+        .extract_inner("health_address")
+        .map_err(|e| format!("cannot read health_address: {e}"))?;
+    let mut address: std::net::SocketAddr = match health.filter(|_| args.tls.tls_ca.is_none()) {
+        Some(address) => address,
+        None => figment
+            .extract_inner("grpc_address")
+            .map_err(|e| format!("cannot read grpc_address: {e}"))?,
+    };
     if address.ip().is_unspecified() {
         address.set_ip(match address {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -177,8 +236,16 @@ fn health(args: HealthArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime
-        .block_on(async { tokio::time::timeout(args.timeout, check(&addr, &args.service)).await });
+    let tls = match args.tls.client_config() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("oxserve health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::time::timeout(args.timeout, check(&addr, &args.service, tls)).await
+    });
     let shown = if args.service.is_empty() {
         "\"\""
     } else {
@@ -216,6 +283,7 @@ fn health(args: HealthArgs) -> ExitCode {
 async fn check(
     addr: &str,
     service: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Result<
     (
         tonic_health::pb::health_check_response::ServingStatus,
@@ -223,12 +291,18 @@ async fn check(
     ),
     String,
 > {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| format!("invalid address: {e}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("invalid TLS settings: {e}"))?;
+    }
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = client
         .check(tonic_health::pb::HealthCheckRequest {
@@ -242,4 +316,17 @@ async fn check(
         .and_then(|value| value.to_bytes().ok())
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     Ok((response.into_inner().status(), reason))
+}
+
+/// An error and its sources on one line: tonic's "transport error" alone
+/// does not say that, e.g., the server's certificate has an unknown issuer.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

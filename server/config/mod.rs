@@ -10,6 +10,7 @@
 
 mod flags;
 mod reference;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -243,6 +244,100 @@ settings! {
     /// Address of the Prometheus endpoint (`GET /metrics`).
     #[setting(value = "HOST:PORT", default = "0.0.0.0:8002")]
     metrics_address: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8002));
+
+    // ---- TLS and connection limits (docs/security.md) ----
+
+    /// PEM certificate chain (leaf first) for TLS on the gRPC and REST
+    /// ports; needs `tls_key`. Re-read when the file changes (see
+    /// `tls_reload_interval`).
+    ///
+    /// Unset: both ports speak plaintext (h2c), for a mesh or proxy that
+    /// terminates TLS in front.
+    #[setting(value = "FILE", default = "(plaintext)")]
+    tls_cert: Option<PathBuf> = None;
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[setting(value = "FILE", default = "(none)")]
+    tls_key: Option<PathBuf> = None;
+
+    /// PEM CA certificates for mutual TLS: clients must present a
+    /// certificate signed by one of them, or the handshake fails.
+    ///
+    /// Unset: clients present no certificate.
+    #[setting(value = "FILE", default = "(no client certificates)")]
+    tls_client_ca: Option<PathBuf> = None;
+
+    /// How often the TLS files are re-read (`10s`, `500ms`, at least 100ms):
+    /// when their contents change, new connections get the new certificate
+    /// and open ones keep theirs; files that do not load are logged and the
+    /// certificate in use stays.
+    #[setting(value = "DURATION", default = "10s")]
+    #[serde(with = "humantime_serde")]
+    tls_reload_interval: Duration = Duration::from_secs(10);
+
+    /// Whether the metrics port uses the same TLS (and client CA) as the
+    /// gRPC and REST ports; needs `tls_cert`.
+    #[setting(value = "BOOL", default = "false")]
+    metrics_tls: bool = false;
+
+    /// Address of an extra plaintext listener serving only
+    /// `grpc.health.v1.Health`, for Kubernetes gRPC probes, which cannot
+    /// present a client certificate or trust a private CA.
+    ///
+    /// Unset: no such listener; health is served on the gRPC port only.
+    #[setting(value = "HOST:PORT", default = "(off)")]
+    health_address: Option<SocketAddr> = None;
+
+    /// Requests in flight at once on one HTTP/2 connection (gRPC and
+    /// REST); a client opening more gets REFUSED_STREAM for the excess,
+    /// which gRPC clients retry. 1 to 2147483647.
+    #[setting(value = "N", default = "1024")]
+    http2_max_concurrent_streams: u32 = 1024;
+
+    /// Largest HTTP/2 header list (request metadata, decoded) accepted, in
+    /// bytes or with a unit; 1 KiB to 16 MiB.
+    #[setting(value = "SIZE", default = "16KiB")]
+    #[serde(with = "byte_size")]
+    http2_max_header_list_size: usize = 16 * 1024;
+
+    /// How often the server sends an HTTP/2 PING on each connection to find
+    /// peers that are gone or no longer read; `0s` sends none.
+    #[setting(value = "DURATION", default = "60s")]
+    #[serde(with = "humantime_serde")]
+    http2_keepalive_interval: Duration = Duration::from_secs(60);
+
+    /// How long a PING may go unanswered before the connection is closed.
+    #[setting(value = "DURATION", default = "20s")]
+    #[serde(with = "humantime_serde")]
+    http2_keepalive_timeout: Duration = Duration::from_secs(20);
+
+    /// Age at which a connection is sent GOAWAY, so that clients reconnect
+    /// and spread over replicas added since (Triton issue #6177); each
+    /// connection's age is varied by up to 10 % either way, as gRPC does, so
+    /// that connections opened together do not all end together. `0s`:
+    /// connections live as long as their clients keep them.
+    #[setting(value = "DURATION", default = "0s")]
+    #[serde(with = "humantime_serde")]
+    max_connection_age: Duration = Duration::ZERO;
+
+    /// After a connection's GOAWAY (maximum age or idle timeout), how long
+    /// its requests in flight may take before it is closed anyway.
+    #[setting(value = "DURATION", default = "30s")]
+    #[serde(with = "humantime_serde")]
+    max_connection_age_grace: Duration = Duration::from_secs(30);
+
+    /// Connections open at once, per port (gRPC, REST); a connection over
+    /// the limit is closed as soon as it is accepted. 1 to 1000000.
+    #[setting(value = "N", default = "4096")]
+    max_connections: usize = 4096;
+
+    /// Time without a request in flight after which a connection is sent
+    /// GOAWAY and closed; `0s`: no limit.
+    #[setting(value = "DURATION", default = "0s")]
+    #[serde(with = "humantime_serde")]
+    connection_idle_timeout: Duration = Duration::ZERO;
+
+    // ---- end of TLS and connection limits ----
 
     /// The name this server gives itself in every inference response's
     /// `served_by` parameter, so clients see which replica answered.
@@ -529,6 +624,7 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", format!("'{}': {e}", self.log_level));
         }
+        self.validate_transport()?;
         Ok(())
     }
 }

@@ -52,3 +52,8 @@ pub(crate) fn service(
         .add_service(reflection().build_v1alpha()?);
     Ok(ArrivalLayer.layer(routes))
 }
+
+/// Only `grpc.health.v1.Health`, for the plaintext health listener.
+pub(crate) fn health_only(health: &Arc<Health>) -> GrpcService {
+    ArrivalLayer.layer(Routes::new(health.service()))
+}

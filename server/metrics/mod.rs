@@ -490,8 +490,13 @@ impl Metrics {
         let _ = self.cache.set(cache);
     }
 
-    /// Serves `GET /metrics` on `listener` until the task is dropped.
-    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Serves `GET /metrics` on `listener` until the task is dropped, over
+    /// `tls` when given (`metrics_tls`).
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<crate::tls::Tls>>,
+    ) {
         // Histogram samples are kept raw until upkeep folds them into their
         // buckets; without it, memory would grow with every request between
         // scrapes (the exporter's own installer runs this on a thread).
@@ -511,17 +516,33 @@ impl Metrics {
                 continue;
             };
             let metrics = Arc::clone(&self);
+            let acceptor = tls
+                .as_ref()
+                .map(|tls| tls.acceptor(crate::tls::Alpn::Http1));
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         let metrics = Arc::clone(&metrics);
                         async move { Ok::<_, Infallible>(metrics.respond(&request)) }
                     });
-                let io = hyper_util::rt::TokioIo::new(stream);
+                let builder = hyper::server::conn::http1::Builder::new();
                 // A client that breaks the connection only loses its scrape.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
+                match acceptor {
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        );
+                        if let Ok(Ok(stream)) = handshake.await {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                    }
+                }
             });
         }
     }

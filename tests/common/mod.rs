@@ -84,6 +84,7 @@ pub(crate) async fn spawn(config: Config) -> TestServer {
         grpc,
         http: Some(http),
         metrics: Some(metrics),
+        health: None,
     };
     let (shutdown, signal) = oneshot::channel::<()>();
     let task = tokio::spawn(oxserve::run(config, listeners, async move {

@@ -24,7 +24,7 @@ K8S = ROOT / "k8s"
 BINARY = Path(os.environ.get("OXSERVE_BIN", ROOT / "target" / "debug" / "oxserve"))
 
 OVERLAYS = ("cpu", "gpu")
-COMPONENTS = ("inflight-hpa", "models-pvc")
+COMPONENTS = ("inflight-hpa", "models-pvc", "tls")
 # The optional monitoring component (ServiceMonitor, PrometheusRule, Grafana
 # dashboard) lives beside the others' folder, not in it; render it as
 # "cpu+monitoring". Checked by test_monitoring.py, not part of RENDERINGS.
@@ -50,6 +50,9 @@ CORE_KINDS = {
     "NetworkPolicy",
 }
 CRD_KINDS = {"IngressRoute"}
+# Traefik CRDs that only an optional component adds (k8s/components/tls:
+# how Traefik re-encrypts to the pods).
+OPTIONAL_CRD_KINDS = {"ServersTransport"}
 
 
 class RenderError(RuntimeError):
@@ -345,3 +348,20 @@ def port_of(address: str) -> int:
 
 def host_of(address: str) -> str:
     return address.rpartition(":")[0].strip("[]")
+
+
+# --- TLS (k8s/components/tls) -------------------------------------------------
+
+
+def tls_enabled(objects: list[dict]) -> bool:
+    """Whether the rendering turns TLS on (tls_cert set anywhere)."""
+    return effective_setting(objects, "tls_cert") not in (None, "", "(plaintext)")
+
+
+def probe_port(objects: list[dict]) -> int:
+    """The port the kubelet's gRPC probes must use: the plaintext
+    health-only listener when health_address is set, else the gRPC port."""
+    health = effective_setting(objects, "health_address")
+    if health not in (None, "", "(off)"):
+        return port_of(health)
+    return port_of(effective_setting(objects, "grpc_address"))

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from deploy import K8S, RENDERINGS, one, render, server_container, container_port
+from deploy import K8S, RENDERINGS, container_port, one, render, server_container, tls_enabled
 
 INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
 
@@ -162,7 +162,12 @@ def test_ingressroute_targets_the_grpc_service_over_h2c(rendering):
             assert target["port"] in (grpc_port["port"], grpc_port["name"]), (
                 f"route port {target['port']} is not the Service's grpc port {grpc_port}"
             )
-            assert target.get("scheme") == "h2c", "plaintext gRPC needs scheme: h2c"
+            if tls_enabled(objects):
+                # k8s/components/tls: Traefik re-encrypts to the pods.
+                assert target.get("scheme") == "https", "a TLS port needs scheme: https"
+                assert target.get("serversTransport"), "https to the pods needs a ServersTransport"
+            else:
+                assert target.get("scheme") == "h2c", "plaintext gRPC needs scheme: h2c"
             assert not target.get("nativeLB"), "nativeLB balances per connection via the ClusterIP"
     # ... and the Service port leads to the container's gRPC port.
     assert grpc_port["targetPort"] in ("grpc", container_port(container, "grpc"))

@@ -35,6 +35,7 @@ from deploy import (
     parse_serve_args,
     pod_spec,
     port_of,
+    probe_port,
     render,
     serve_cli,
     server_container,
@@ -174,10 +175,13 @@ def test_probe_ports_match_the_grpc_port(rendering):
     assert grpc_port == port_of(address), (
         f"container port grpc {grpc_port} != grpc_address {address}"
     )
+    # With TLS (k8s/components/tls) the probes use the plaintext
+    # health-only listener, since the kubelet cannot speak TLS to them.
+    expected = probe_port(objects)
     for probe in PROBES:
         port = container[probe]["grpc"]["port"]
         assert isinstance(port, int), f"{probe}: gRPC probes take a port number, not a name"
-        assert port == grpc_port, f"{probe} port {port} != grpc port {grpc_port}"
+        assert port == expected, f"{probe} port {port} != {expected} (grpc or health_address)"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 60
 
 
