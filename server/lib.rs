@@ -13,6 +13,7 @@
 //!
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
+mod auth;
 mod backend;
 mod cache;
 mod config;
@@ -38,7 +39,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tower::Layer;
 
+pub use auth::{ApiGroup, KeyFileError, UnknownGroup};
 pub use backend::BackendError;
 pub use config::{
     BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
@@ -72,6 +75,9 @@ pub enum ServeError {
     /// The trace exporter could not be set up.
     #[error(transparent)]
     Traces(#[from] ExportError),
+    /// The API key file (`api_keys`) cannot be used.
+    #[error(transparent)]
+    ApiKeys(#[from] KeyFileError),
     /// An address could not be bound.
     #[error("cannot listen on {key} {address}: {source}")]
     Bind {
@@ -194,6 +200,23 @@ pub async fn run(
     );
     let grpc = grpc::service(core.clone(), Arc::clone(&health), config.max_message_size)?;
 
+    // API keys per API group: one check in front of both transports, and
+    // the key file reloaded while the server runs.
+    let auth = auth::Auth::new(
+        config.api_keys.as_deref(),
+        &config.protected_groups,
+        metrics.as_ref().map(|(m, _)| Arc::clone(m)),
+    )?;
+    let auth_reload = auth.watch();
+    if auth.enabled() {
+        let groups: Vec<&str> = config.protected_groups.iter().map(|g| g.as_str()).collect();
+        tracing::info!(groups = %groups.join(","), "API keys required");
+    } else {
+        tracing::info!("no API keys required (api_keys unset or protected_groups empty)");
+    }
+    let grpc = auth::layer::AuthLayer::<auth::layer::Grpc>::new(auth.clone()).layer(grpc);
+    let rest_auth = auth::layer::AuthLayer::<auth::layer::Rest>::new(auth);
+
     let (drain_started, drain_begun) = tokio::sync::oneshot::channel::<()>();
     // Every listener stops accepting at the same moment.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -225,7 +248,11 @@ pub async fn run(
         serve::serve(
             listener,
             serve::Protocols::Http1AndHttp2,
-            http::service(core, Arc::clone(&health), config.max_message_size),
+            rest_auth.layer(http::service(
+                core,
+                Arc::clone(&health),
+                config.max_message_size,
+            )),
             stop_signal(),
         )
     });
@@ -259,6 +286,9 @@ pub async fn run(
     // A model still loading at shutdown finishes in the background; loaded
     // versions stop their worker threads once unloaded.
     lifecycle.abort();
+    if let Some(reload) = auth_reload {
+        reload.abort();
+    }
     if let Some((_, exporter)) = metrics {
         exporter.abort();
     }

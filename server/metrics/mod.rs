@@ -78,6 +78,9 @@ pub(crate) mod names {
     /// (unknown_model, unknown_version, not_ready); no model label, so
     /// unknown names cannot grow the series.
     pub(crate) const UNROUTABLE: &str = "oxserve_unroutable_requests_total";
+    /// Requests refused for their API key, by API group and reason
+    /// (missing, malformed, wrong); no Triton counterpart.
+    pub(crate) const AUTH_REJECTIONS: &str = "oxserve_auth_rejections_total";
 }
 
 /// The transport a request came over: the `protocol` label of the request
@@ -240,6 +243,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Inference requests no loaded version could take, by reason (unknown_model, unknown_version, not_ready).",
+    ),
+    (
+        names::AUTH_REJECTIONS,
+        Kind::Counter,
+        None,
+        "Requests refused for their API key, by API group and reason (missing, malformed, wrong).",
     ),
 ];
 
@@ -464,6 +473,20 @@ impl Metrics {
         self.recorder
             .register_counter(
                 &Self::key(names::UNROUTABLE, vec![Label::new("reason", reason)]),
+                &METADATA,
+            )
+            .increment(1);
+    }
+
+    /// A request refused for its API key (`auth`): `group` is a group name
+    /// or `other`, `reason` one of missing, malformed, wrong.
+    pub(crate) fn auth_rejected(&self, group: &'static str, reason: &'static str) {
+        self.recorder
+            .register_counter(
+                &Self::key(
+                    names::AUTH_REJECTIONS,
+                    vec![Label::new("group", group), Label::new("reason", reason)],
+                ),
                 &METADATA,
             )
             .increment(1);
