@@ -245,7 +245,12 @@ async fn every_group_takes_the_right_key_and_refuses_a_missing_or_wrong_one() {
         "ServerMetadata and reflection"
     );
     assert_eq!(count("other", "missing"), Some(1.0));
-    assert_eq!(count("health", "missing"), None);
+    assert_eq!(count("health", "missing"), None, "health is not protected");
+    assert_eq!(
+        count("logging", "malformed"),
+        Some(0.0),
+        "shown from the start"
+    );
     server.stop().await.unwrap();
 }
 

@@ -117,11 +117,18 @@ impl Auth {
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Auth, KeyFileError> {
         let keys = api_keys.map(KeyStore::open).transpose()?.map(Arc::new);
-        Ok(Auth {
+        let auth = Auth {
             keys,
             protected: protected.iter().copied().collect(),
             metrics,
-        })
+        };
+        if let Some(metrics) = auth.metrics.as_ref().filter(|_| auth.enabled()) {
+            let mut groups: Vec<&'static str> = protected.iter().map(|g| g.as_str()).collect();
+            groups.push("other");
+            let reasons = [Reason::Missing, Reason::Malformed, Reason::Wrong].map(Reason::as_str);
+            metrics.auth_rejections_from_zero(&groups, &reasons);
+        }
+        Ok(auth)
     }
 
     /// Reloads the key file while the returned task runs (`None` without

@@ -123,7 +123,14 @@ fn rejections_are_counted_by_group_and_reason() {
     };
     assert_eq!(line("inference", "missing").as_deref(), Some("2"), "{text}");
     assert_eq!(line("logging", "wrong").as_deref(), Some("1"), "{text}");
-    assert_eq!(line("logging", "missing"), None, "{text}");
+    // Every protected group's counters exist from the start, at zero.
+    assert_eq!(line("logging", "missing").as_deref(), Some("0"), "{text}");
+    assert_eq!(line("other", "malformed").as_deref(), Some("0"), "{text}");
+
+    // Without keys nothing is checked, and no counter is shown.
+    let quiet = Metrics::new();
+    let _ = Auth::new(None, &ApiGroup::ALL, Some(Arc::clone(&quiet))).unwrap();
+    assert!(!quiet.render().contains("oxserve_auth_rejections_total{"));
 }
 
 /// An inner service that answers 200, with `x-saw-key: yes` if it still

@@ -481,15 +481,31 @@ impl Metrics {
     /// A request refused for its API key (`auth`): `group` is a group name
     /// or `other`, `reason` one of missing, malformed, wrong.
     pub(crate) fn auth_rejected(&self, group: &'static str, reason: &'static str) {
-        self.recorder
-            .register_counter(
-                &Self::key(
-                    names::AUTH_REJECTIONS,
-                    vec![Label::new("group", group), Label::new("reason", reason)],
-                ),
-                &METADATA,
-            )
-            .increment(1);
+        self.auth_rejections(group, reason).increment(1);
+    }
+
+    /// Shows the rejection counters of `groups` at zero from the start, so
+    /// that rates and alerts work before the first refusal.
+    pub(crate) fn auth_rejections_from_zero(
+        &self,
+        groups: &[&'static str],
+        reasons: &[&'static str],
+    ) {
+        for &group in groups {
+            for &reason in reasons {
+                self.auth_rejections(group, reason).increment(0);
+            }
+        }
+    }
+
+    fn auth_rejections(&self, group: &'static str, reason: &'static str) -> Counter {
+        self.recorder.register_counter(
+            &Self::key(
+                names::AUTH_REJECTIONS,
+                vec![Label::new("group", group), Label::new("reason", reason)],
+            ),
+            &METADATA,
+        )
     }
 
     /// The exposition text, with process metrics sampled now.
