@@ -106,6 +106,9 @@ echo "== perf_analyzer (HTTP, gRPC, system shared memory)"
 PERF_ANALYZER=${PERF_ANALYZER:-$root/.oxserve/bin/perf_analyzer} \
   "$here/perf_analyzer.sh" "$addr" "$http_addr" || failed=1
 
+echo "== API keys (a second server with --api-keys: grpcurl -H, tritonclient headers)"
+GRPCURL=$GRPCURL "$here/api_keys.sh" "$bin" || failed=1
+
 # The server must still be up after all that.
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "server died during the tests" >&2
