@@ -303,6 +303,7 @@ pub async fn run(
 /// fuzzing): not a stable API.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::auth::{Keys, grpc_group, rest_group};
     pub use crate::backend::{
         GpuOptions, Instance, Memory, ModelSource, SessionOptions, Threads, environment,
     };

@@ -178,7 +178,7 @@ impl FromIterator<ApiGroup> for GroupSet {
 
 /// The group of a gRPC method, from its path (`/package.Service/Method`);
 /// `None` for a path no served method has.
-pub(crate) fn grpc_group(path: &str) -> Option<ApiGroup> {
+pub fn grpc_group(path: &str) -> Option<ApiGroup> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     match service {
         "inference.GRPCInferenceService" => Some(match method {
@@ -216,7 +216,7 @@ pub(crate) fn grpc_group(path: &str) -> Option<ApiGroup> {
 
 /// The group of a REST route, from the request path (mirroring the routes
 /// of `http::service`); `None` for a path no route has.
-pub(crate) fn rest_group(path: &str) -> Option<ApiGroup> {
+pub fn rest_group(path: &str) -> Option<ApiGroup> {
     let rest = path.strip_prefix("/v2")?;
     if rest.is_empty() {
         return Some(ApiGroup::Metadata);

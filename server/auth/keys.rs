@@ -60,32 +60,47 @@ pub enum KeyFileError {
 }
 
 /// One key, zero-padded to a fixed length so that comparing it takes the
-/// same time whatever its length and wherever it differs.
+/// same time whatever its length and wherever it differs. Held as words:
+/// comparing 32 words costs a few nanoseconds, where comparing 256 bytes
+/// one by one through `subtle`'s optimisation barriers costs microseconds.
 #[derive(Clone)]
 struct Padded {
-    bytes: [u8; MAX_KEY_LEN],
-    len: u16,
+    words: [u64; MAX_KEY_LEN / 8],
+    len: u64,
 }
 
 impl Padded {
     /// `None` for a key longer than [`MAX_KEY_LEN`].
     fn new(key: &[u8]) -> Option<Padded> {
-        let mut bytes = [0u8; MAX_KEY_LEN];
-        bytes.get_mut(..key.len())?.copy_from_slice(key);
+        if key.len() > MAX_KEY_LEN {
+            return None;
+        }
+        let mut words = [0u64; MAX_KEY_LEN / 8];
+        for (i, &byte) in key.iter().enumerate() {
+            // i < MAX_KEY_LEN, so i / 8 is in range.
+            words[i / 8] |= u64::from(byte) << (8 * (i % 8));
+        }
         Some(Padded {
-            bytes,
-            len: u16::try_from(key.len()).ok()?,
+            words,
+            len: key.len() as u64,
         })
     }
 
+    /// Every word is looked at, with no branch on the data; only the final
+    /// zero test goes through `subtle`.
     fn ct_eq(&self, other: &Padded) -> Choice {
-        self.bytes.ct_eq(&other.bytes) & self.len.ct_eq(&other.len)
+        let diff = self
+            .words
+            .iter()
+            .zip(&other.words)
+            .fold(self.len ^ other.len, |diff, (a, b)| diff | (a ^ b));
+        diff.ct_eq(&0)
     }
 }
 
-/// The keys in force.
+/// A set of API keys, as parsed from a key file.
 #[derive(Clone)]
-pub(crate) struct Keys(Vec<Padded>);
+pub struct Keys(Vec<Padded>);
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,7 +111,7 @@ impl std::fmt::Debug for Keys {
 impl Keys {
     /// Parses a key file's text; errors carry the line number and what is
     /// wrong, never the line.
-    pub(crate) fn parse(text: &[u8]) -> Result<Keys, (usize, &'static str)> {
+    pub fn parse(text: &[u8]) -> Result<Keys, (usize, &'static str)> {
         let mut keys = Vec::new();
         for (index, line) in text.split(|&b| b == b'\n').enumerate() {
             let line = line.trim_ascii();
@@ -118,7 +133,7 @@ impl Keys {
     /// Whether `presented` is one of the keys. Every key is compared, each
     /// in constant time, so the time taken says nothing about which key
     /// matched or how much of one did.
-    pub(crate) fn accepts(&self, presented: &[u8]) -> bool {
+    pub fn accepts(&self, presented: &[u8]) -> bool {
         let Some(presented) = Padded::new(presented) else {
             // Longer than any key can be: that says nothing about the keys.
             return false;
@@ -129,7 +144,8 @@ impl Keys {
         matched.into()
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many keys there are.
+    pub fn count(&self) -> usize {
         self.0.len()
     }
 }
@@ -165,7 +181,7 @@ fn parse_file(path: &Path, text: &[u8]) -> Result<Keys, KeyFileError> {
         line,
         reason,
     })?;
-    if keys.len() == 0 {
+    if keys.count() == 0 {
         return Err(KeyFileError::Empty {
             path: path.to_path_buf(),
         });
@@ -187,7 +203,7 @@ impl std::fmt::Debug for KeyStore {
         // Not the contents: they are the keys.
         f.debug_struct("KeyStore")
             .field("path", &self.path)
-            .field("keys", &self.keys().len())
+            .field("keys", &self.keys().count())
             .finish_non_exhaustive()
     }
 }
@@ -242,7 +258,7 @@ impl KeyStore {
                     Ok(keys) => {
                         tracing::info!(
                             path = %self.path.display(),
-                            keys = keys.len(),
+                            keys = keys.count(),
                             "API keys reloaded"
                         );
                         self.replace(keys);
@@ -263,7 +279,7 @@ mod tests {
     #[test]
     fn keys_skip_blank_lines_and_comments_and_are_trimmed() {
         let keys = Keys::parse(b"# team a\nalpha-123\n\n   \n  beta_456\r\n#gamma\n").unwrap();
-        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.count(), 2);
         assert!(keys.accepts(b"alpha-123"));
         assert!(keys.accepts(b"beta_456"));
         for wrong in [

@@ -28,8 +28,9 @@ use crate::metrics::Metrics;
 use groups::GroupSet;
 pub(crate) use groups::group_list;
 pub use groups::{ApiGroup, UnknownGroup};
-pub use keys::KeyFileError;
+pub use groups::{grpc_group, rest_group};
 use keys::KeyStore;
+pub use keys::{KeyFileError, Keys};
 
 /// Why a request was refused; the `reason` label of the rejection counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
