@@ -13,6 +13,7 @@
 //!
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
+mod auth;
 mod backend;
 mod cache;
 mod config;
@@ -39,7 +40,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tower::Layer;
 
+pub use auth::{ApiGroup, KeyFileError, UnknownGroup};
 pub use backend::BackendError;
 pub use config::{
     BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
@@ -77,6 +80,9 @@ pub enum ServeError {
     /// The TLS certificate, key or client CA could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The API key file (`api_keys`) cannot be used.
+    #[error(transparent)]
+    ApiKeys(#[from] KeyFileError),
     /// An address could not be bound.
     #[error("cannot listen on {key} {address}: {source}")]
     Bind {
@@ -221,6 +227,23 @@ pub async fn run(
     );
     let grpc = grpc::service(core.clone(), Arc::clone(&health), config.max_message_size)?;
 
+    // API keys per API group: one check in front of both transports, and
+    // the key file reloaded while the server runs.
+    let auth = auth::Auth::new(
+        config.api_keys.as_deref(),
+        &config.protected_groups,
+        metrics.as_ref().map(|(m, _)| Arc::clone(m)),
+    )?;
+    let auth_reload = auth.watch();
+    if auth.enabled() {
+        let groups: Vec<&str> = config.protected_groups.iter().map(|g| g.as_str()).collect();
+        tracing::info!(groups = %groups.join(","), "API keys required");
+    } else {
+        tracing::info!("no API keys required (api_keys unset or protected_groups empty)");
+    }
+    let grpc = auth::layer::AuthLayer::<auth::layer::Grpc>::new(auth.clone()).layer(grpc);
+    let rest_auth = auth::layer::AuthLayer::<auth::layer::Rest>::new(auth);
+
     let (drain_started, drain_begun) = tokio::sync::oneshot::channel::<()>();
     // Every listener stops accepting at the same moment.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -267,7 +290,11 @@ pub async fn run(
                 tls: tls.clone(),
                 limits: limits.clone(),
             },
-            http::service(core, Arc::clone(&health), config.max_message_size),
+            rest_auth.layer(http::service(
+                core,
+                Arc::clone(&health),
+                config.max_message_size,
+            )),
             stop_signal(),
         )
     });
@@ -326,6 +353,9 @@ pub async fn run(
     if let Some(reload) = tls_reload {
         reload.abort();
     }
+    if let Some(reload) = auth_reload {
+        reload.abort();
+    }
     if let Some((_, exporter)) = metrics {
         exporter.abort();
     }
@@ -340,6 +370,7 @@ pub async fn run(
 /// fuzzing): not a stable API.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::auth::{Keys, grpc_group, rest_group};
     pub use crate::backend::{
         GpuOptions, Instance, Memory, ModelSource, SessionOptions, Threads, environment,
     };

@@ -37,7 +37,7 @@ pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 ///     .keep_alive(Duration::from_secs(30), Duration::from_secs(10))
 ///     .max_message_size(256 << 20)
 ///     .user_agent("my-app/1.2")
-///     .bearer_token("s3cret")
+///     .api_key("s3cret")
 ///     .header("x-tenant", "blue")
 ///     .retry(RetryPolicy::default().max_attempts(3))
 ///     .connect()
@@ -56,7 +56,7 @@ pub struct ClientBuilder {
     keep_alive_while_idle: bool,
     tcp_keepalive: Option<Duration>,
     user_agent: String,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     retry: RetryPolicy,
     resolve_interval: Duration,
     #[cfg(feature = "tls")]
@@ -91,7 +91,7 @@ impl ClientBuilder {
             keep_alive_while_idle: false,
             tcp_keepalive: None,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
-            headers: Vec::new(),
+            headers: Headers::default(),
             retry: RetryPolicy::default(),
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             #[cfg(feature = "tls")]
@@ -169,13 +169,33 @@ impl ClientBuilder {
     /// Names are lower-case ASCII; an invalid name or value fails `connect`
     /// with [`Error::Config`].
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.0.push((name.into(), value.into()));
         self
     }
 
     /// Sends `authorization: Bearer <token>` with every request.
     pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
-        let value = format!("Bearer {}", token.as_ref());
+        self.api_key(token)
+    }
+
+    /// Sends the API key as `authorization: Bearer <key>` with every call
+    /// the client makes: unary calls, [`Client::stream_infer`], health
+    /// checks and [`Client::wait_until_serving`]. This is what a server
+    /// run with `--api-keys` asks for; a missing key fails with
+    /// `UNAUTHENTICATED`, a wrong one with `PERMISSION_DENIED`. A key that
+    /// is not a valid header value fails `connect` with [`Error::Config`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> oxserve_client::Result<()> {
+    /// let key = std::env::var("OXSERVE_API_KEY").unwrap_or_default();
+    /// let client = oxserve_client::Client::builder("http://127.0.0.1:8001")
+    ///     .api_key(key)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn api_key(self, key: impl AsRef<str>) -> Self {
+        let value = format!("Bearer {}", key.as_ref());
         self.header("authorization", value)
     }
 
@@ -276,6 +296,7 @@ impl ClientBuilder {
     fn settings(&self) -> Result<Settings> {
         let metadata = self
             .headers
+            .0
             .iter()
             .map(|(name, value)| parse_header(name, value))
             .collect::<Result<Vec<_>>>()?;
@@ -459,13 +480,38 @@ impl DnsTarget {
     }
 }
 
+/// The configured headers; `Debug` shows the values of credentials (an API
+/// key, a token) as `<redacted>`, so printing a builder cannot leak them.
+#[derive(Clone, Default)]
+struct Headers(Vec<(String, String)>);
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown = if is_sensitive(name) {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (name, shown)
+            }))
+            .finish()
+    }
+}
+
+/// Header names whose values are credentials.
+fn is_sensitive(name: &str) -> bool {
+    name == "authorization" || name.contains("token") || name.contains("key")
+}
+
 fn parse_header(name: &str, value: &str) -> Result<(AsciiMetadataKey, AsciiMetadataValue)> {
     let key = AsciiMetadataKey::from_bytes(name.as_bytes())
         .map_err(|e| Error::config(format!("invalid header name '{name}': {e}")))?;
     let mut value = AsciiMetadataValue::try_from(value)
         .map_err(|e| Error::config(format!("invalid value for header '{name}': {e}")))?;
     // Keeps credentials out of debug output (and HPACK's dynamic table).
-    if name == "authorization" || name.contains("token") || name.contains("key") {
+    if is_sensitive(name) {
         value.set_sensitive(true);
     }
     Ok((key, value))

@@ -203,6 +203,14 @@ impl Client {
                 let request = HealthCheckRequest {
                     service: service.to_owned(),
                 };
+                // The configured headers (an API key) go with it, as with
+                // every call this type makes.
+                let call = Call {
+                    timeout: None,
+                    retry: false,
+                    headers: &[],
+                };
+                let request = self.request(request, call);
                 match self.health_client().watch(request).await {
                     Ok(response) => {
                         let mut statuses = response.into_inner();

@@ -227,6 +227,34 @@ settings! {
     #[setting(value = "BOOL", default = "true")]
     strict_readiness: bool = true;
 
+    /// File of API keys, one per line (blank lines and lines starting with
+    /// `#` are skipped): requests to a group in `protected_groups` must
+    /// send `authorization: Bearer <key>` with one of them. The file is
+    /// read again every 2 seconds; a change takes effect then, and a file
+    /// that cannot be read or holds no valid key is logged and the keys in
+    /// force stay.
+    ///
+    /// Unset: no API keys are checked, whatever `protected_groups` says.
+    /// See docs/api-keys.md.
+    #[setting(value = "FILE", default = "(off)")]
+    api_keys: Option<PathBuf> = None;
+
+    /// The API groups whose requests need a key from `api_keys`, by
+    /// Triton's names: health, metadata (reflection too), inference,
+    /// shared-memory, model-config, model-repository, statistics, trace,
+    /// logging (flag: comma-separated or repeated; environment:
+    /// `metadata,inference`).
+    ///
+    /// Default: every group but health, so that Kubernetes probes, which
+    /// cannot send a key, keep working. An empty value protects nothing.
+    #[setting(
+        value = "GROUP,GROUP",
+        default = "metadata,inference,shared-memory,model-config,model-repository,statistics,trace,logging",
+        list = true
+    )]
+    #[serde(with = "crate::auth::group_list")]
+    protected_groups: Vec<crate::auth::ApiGroup> = crate::auth::ApiGroup::default_protected();
+
     /// Log filter: `error`, `warn`, `info`, `debug`, `trace`, or a
     /// `tracing` directive such as `oxserve=debug,ort=warn`.
     #[setting(value = "FILTER", default = "info")]
@@ -625,6 +653,13 @@ impl Config {
             return invalid("log_level", format!("'{}': {e}", self.log_level));
         }
         self.validate_transport()?;
+        // API keys: the file must be usable at start (later, a bad file
+        // keeps the keys in force; at start there are none to keep).
+        if let Some(path) = &self.api_keys
+            && let Err(e) = crate::auth::load_keys(path)
+        {
+            return invalid("api_keys", e.to_string());
+        }
         Ok(())
     }
 }

@@ -78,6 +78,9 @@ pub(crate) mod names {
     /// (unknown_model, unknown_version, not_ready); no model label, so
     /// unknown names cannot grow the series.
     pub(crate) const UNROUTABLE: &str = "oxserve_unroutable_requests_total";
+    /// Requests refused for their API key, by API group and reason
+    /// (missing, malformed, wrong); no Triton counterpart.
+    pub(crate) const AUTH_REJECTIONS: &str = "oxserve_auth_rejections_total";
 }
 
 /// The transport a request came over: the `protocol` label of the request
@@ -240,6 +243,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Inference requests no loaded version could take, by reason (unknown_model, unknown_version, not_ready).",
+    ),
+    (
+        names::AUTH_REJECTIONS,
+        Kind::Counter,
+        None,
+        "Requests refused for their API key, by API group and reason (missing, malformed, wrong).",
     ),
 ];
 
@@ -467,6 +476,36 @@ impl Metrics {
                 &METADATA,
             )
             .increment(1);
+    }
+
+    /// A request refused for its API key (`auth`): `group` is a group name
+    /// or `other`, `reason` one of missing, malformed, wrong.
+    pub(crate) fn auth_rejected(&self, group: &'static str, reason: &'static str) {
+        self.auth_rejections(group, reason).increment(1);
+    }
+
+    /// Shows the rejection counters of `groups` at zero from the start, so
+    /// that rates and alerts work before the first refusal.
+    pub(crate) fn auth_rejections_from_zero(
+        &self,
+        groups: &[&'static str],
+        reasons: &[&'static str],
+    ) {
+        for &group in groups {
+            for &reason in reasons {
+                self.auth_rejections(group, reason).increment(0);
+            }
+        }
+    }
+
+    fn auth_rejections(&self, group: &'static str, reason: &'static str) -> Counter {
+        self.recorder.register_counter(
+            &Self::key(
+                names::AUTH_REJECTIONS,
+                vec![Label::new("group", group), Label::new("reason", reason)],
+            ),
+            &METADATA,
+        )
     }
 
     /// The exposition text, with process metrics sampled now.

@@ -108,6 +108,8 @@ PERF_ANALYZER=${PERF_ANALYZER:-$root/.oxserve/bin/perf_analyzer} \
 
 echo "== TLS and mTLS (grpcurl, tritonclient ssl=True, curl; a server of its own)"
 "$here/tls.sh" "$bin" || failed=1
+echo "== API keys (a second server with --api-keys: grpcurl -H, tritonclient headers)"
+GRPCURL=$GRPCURL "$here/api_keys.sh" "$bin" || failed=1
 
 # The server must still be up after all that.
 if ! kill -0 "$server_pid" 2>/dev/null; then

@@ -214,6 +214,33 @@ async fn headers_and_user_agent_go_with_every_request() {
 }
 
 #[tokio::test]
+async fn the_api_key_goes_as_a_bearer_token() {
+    let server = mock::start().await;
+    let client = Client::builder(server.endpoint())
+        .api_key("k3y")
+        .connect()
+        .await
+        .unwrap();
+    let response = client.infer("headers").send().await.unwrap();
+    let headers = response.output("headers").unwrap().as_strings().unwrap();
+    assert!(
+        headers.iter().any(|h| h == "authorization=Bearer k3y"),
+        "{headers:?}"
+    );
+    let builder = Client::builder(server.endpoint())
+        .api_key("k3y")
+        .header("x-tenant", "blue");
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("k3y"), "{shown}");
+    assert!(shown.contains("blue"), "{shown}");
+    let err = Client::builder("http://127.0.0.1:9")
+        .api_key("two\nlines")
+        .connect_lazy()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+#[tokio::test]
 async fn invalid_headers_are_configuration_errors() {
     let err = Client::builder("http://127.0.0.1:9")
         .header("Not A Name", "x")
