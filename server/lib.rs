@@ -17,6 +17,7 @@ mod backend;
 mod cache;
 mod config;
 mod error;
+mod fault_log;
 mod grpc;
 mod health;
 mod http;

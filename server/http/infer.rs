@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use super::json::{Data, parameter, parameter_json, read_data};
 use super::{Body, Rest, RestError};
 use crate::inference::Arrival;
+use crate::metrics::Protocol;
 use crate::tensor::DataType;
 
 /// The header giving the length of the JSON part of a binary request or
@@ -102,7 +103,14 @@ async fn answer(
 ) -> Response {
     let (request, binary) = match parse(model, version, headers, body) {
         Ok(parsed) => parsed,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            // A body that is no inference request (as gRPC's undecodable
+            // message): the caller's fault, counted, not logged.
+            if let Some(metrics) = rest.core.repository().metrics() {
+                metrics.client_error(Protocol::Http, "undecodable");
+            }
+            return error.into_response();
+        }
     };
     let id = request.id.clone();
     match rest.core.infer(request, arrival).await {
