@@ -270,6 +270,11 @@ pub async fn run(
     Ok(())
 }
 
+/// Entry points for the fuzz targets in `fuzz/`: everything that parses
+/// outside input, from bytes. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Pieces of the request path for the benchmarks in `benches/` (and
 /// fuzzing): not a stable API.
 #[doc(hidden)]

@@ -119,6 +119,22 @@ async fn answer(
     }
 }
 
+/// The request a REST body holds (`header_length`: the binary tensor
+/// extension's header), or the error message: the parsing step of
+/// [`answer`], for fuzzing (`crate::fuzzing`).
+pub(crate) fn parse_body(
+    body: Bytes,
+    header_length: Option<usize>,
+) -> Result<ModelInferRequest, String> {
+    let mut headers = HeaderMap::new();
+    if let Some(n) = header_length {
+        headers.insert(HEADER_LENGTH, HeaderValue::from(n));
+    }
+    parse("m".to_string(), String::new(), &headers, body)
+        .map(|(request, _)| request)
+        .map_err(|e| e.message)
+}
+
 /// Which outputs go back after the JSON.
 struct BinaryOutputs {
     default: bool,
