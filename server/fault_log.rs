@@ -82,9 +82,84 @@ impl RateLimit {
     }
 }
 
+/// Holds ONNX Runtime's own WARN and ERROR lines (target `ort`) to the
+/// same rate, per level: a model that fails on every request makes ONNX
+/// Runtime log each failure too ("Non-zero status code returned while
+/// running ... node"), which the server's own `inference failed` line
+/// already carries, counted. Lines over the limit are dropped. Added to
+/// the process's subscriber by `logging::init`.
+#[derive(Debug, Default)]
+pub(crate) struct RuntimeLogLimit {
+    errors: RateLimit,
+    warnings: RateLimit,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::new()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RuntimeLogLimit {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        let target = meta.target();
+        if target != "ort" && !target.starts_with("ort::") {
+            return true;
+        }
+        let limit = match *meta.level() {
+            tracing::Level::ERROR => &self.errors,
+            tracing::Level::WARN => &self.warnings,
+            _ => return true,
+        };
+        matches!(limit.admit(Instant::now()), Admit::Log { .. })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Counts the events that reach it.
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn onnx_runtime_errors_are_limited_and_nothing_else_is() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(Count(Arc::clone(&seen)))
+            .with(RuntimeLogLimit::default());
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..50 {
+                tracing::error!(target: "ort", "Non-zero status code returned");
+            }
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), PER_INTERVAL as usize);
+
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(Count(Arc::clone(&seen)))
+            .with(RuntimeLogLimit::default());
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..50 {
+                tracing::error!(target: "oxserve::repository", "model cannot load");
+                tracing::info!(target: "ort", "graph optimised");
+            }
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), 100);
+    }
 
     #[test]
     fn at_most_n_lines_per_interval_then_a_summary() {
