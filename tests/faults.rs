@@ -335,6 +335,14 @@ async fn mutated_requests_get_callers_codes_and_log_nothing_loud() {
     let undecodable = "oxserve_client_errors_total{protocol=\"grpc\",reason=\"undecodable\"}";
     assert!(common::value(&after, undecodable) > 0.0);
 
+    // The mark that lets the server count undecodable requests does not
+    // leave it.
+    let status = send_raw(channel.clone(), Bytes::from_static(&[0x0a, 0x7f, b'm']))
+        .await
+        .expect_err("undecodable");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.metadata().get("x-oxserve-undecodable").is_none());
+
     // And nothing of it was logged at WARN or ERROR.
     let lines = loud.0.lock().unwrap()[quiet_before..].to_vec();
     assert!(lines.is_empty(), "WARN/ERROR lines: {lines:#?}");
