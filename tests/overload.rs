@@ -29,6 +29,8 @@ use oxserve_client::{Client, RetryPolicy};
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Code;
 
+/// Connections the load is spread over.
+const CONNECTIONS: usize = 8;
 /// The model's queue bound.
 const QUEUE: usize = 8;
 /// Iterations per request: about 4 ms of compute, so that a request's
@@ -109,15 +111,30 @@ async fn three_times_capacity_is_refused_cheaply_and_accepted_work_stays_fast() 
     let mut config = config(repository.path());
     config.max_queue_size = QUEUE;
     config.instances = 1;
+    // One ONNX Runtime thread, leaving the other core to the async side
+    // (server and load generator share this process): with the model on
+    // both cores, the generator's own backlog stalled the runtime for
+    // seconds and showed up as server latency.
+    config.intra_op_threads = 1;
     let server = start(config).await;
     // No retries: a refusal must be seen as one, not retried after a
     // back-off (the SDK retries UNAVAILABLE by default).
-    let client = Client::builder(format!("http://{}", server.addr))
-        .retry(RetryPolicy::never())
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .unwrap();
+    //
+    // Several connections, as many clients would open: one HTTP/2
+    // connection is driven by one task on each side, and in a debug build
+    // a single one saturates near 1,000 requests/s, which stalled answers
+    // (refusals and accepted alike) for over a second at a time.
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let client = Client::builder(format!("http://{}", server.addr))
+            .retry(RetryPolicy::never())
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let client = clients[0].clone();
     for _ in 0..20 {
         spin(&client).await.unwrap();
     }
@@ -135,8 +152,8 @@ async fn three_times_capacity_is_refused_cheaply_and_accepted_work_stays_fast() 
     let cpu_before = cpu_time();
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..4 {
-        let client = client.clone();
+    for worker in 0..4 {
+        let client = clients[worker % CONNECTIONS].clone();
         workers.push(tokio::spawn(async move {
             let mut done = 0u64;
             while started.elapsed() < closed_for {
@@ -189,7 +206,7 @@ async fn three_times_capacity_is_refused_cheaply_and_accepted_work_stays_fast() 
         tick.tick().await;
         sent += 1;
         let (client, accepted, rejected, other) = (
-            client.clone(),
+            clients[sent as usize % CONNECTIONS].clone(),
             Arc::clone(&accepted),
             Arc::clone(&rejected),
             Arc::clone(&other),
