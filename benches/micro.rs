@@ -151,6 +151,7 @@ fn spec(name: &str, input: TensorSpec, outputs: Vec<TensorSpec>) -> ModelSpec {
         outputs,
         max_batch_size: 64,
         max_request_rows: usize::MAX,
+        utf8_inputs: Vec::new(),
     }
 }
 

@@ -26,6 +26,10 @@ echo "== cargo test"
 cargo test --workspace
 # The SDK's optional features (TLS, half, ndarray) have tests of their own.
 cargo test -p oxserve-client --all-features
+echo "== overload (tests/overload.rs: 60 s open loop at three times capacity)"
+cargo test -p oxserve --test overload -- --ignored --nocapture
+echo "== fuzzing (scripts/fuzz.sh: each target for 30 s)"
+scripts/fuzz.sh
 cargo build --bin oxserve
 echo "== deployment checks (Dockerfile, k8s, Traefik)"
 scripts/check-deploy.sh

@@ -216,6 +216,33 @@ impl Error {
     }
 }
 
+/// The `reason` label ([`crate::metrics::CLIENT_ERROR_REASONS`]) of a
+/// failure with `code` when the caller caused it; `None` when the server
+/// or the load did (those are counted by code in the request metrics).
+#[deny(clippy::wildcard_enum_match_arm)]
+pub(crate) fn client_fault(code: Code) -> Option<&'static str> {
+    match code {
+        Code::InvalidArgument => Some("invalid_argument"),
+        Code::NotFound => Some("not_found"),
+        Code::FailedPrecondition => Some("failed_precondition"),
+        Code::OutOfRange => Some("out_of_range"),
+        Code::AlreadyExists => Some("already_exists"),
+        Code::Unauthenticated => Some("unauthenticated"),
+        Code::PermissionDenied => Some("permission_denied"),
+        // Outcomes of load or of the server itself, not of what was sent.
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::Unavailable
+        | Code::DataLoss => None,
+    }
+}
+
 fn version_suffix(version: &Option<String>) -> String {
     version
         .as_ref()

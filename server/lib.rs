@@ -18,6 +18,7 @@ mod backend;
 mod cache;
 mod config;
 mod error;
+mod fault_log;
 mod grpc;
 mod health;
 mod http;
@@ -365,6 +366,11 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: everything that parses
+/// outside input, from bytes. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// Pieces of the request path for the benchmarks in `benches/` (and
 /// fuzzing): not a stable API.

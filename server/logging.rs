@@ -107,6 +107,8 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), LogInitError> {
     tracing_subscriber::registry()
         .with(filter_layer)
         .with(output_layer)
+        // ONNX Runtime's own WARN/ERROR lines, rate limited (issue 12).
+        .with(crate::fault_log::RuntimeLogLimit::default())
         .try_init()
         .map_err(|e| LogInitError(e.to_string()))?;
     let control = Control {

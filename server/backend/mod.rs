@@ -11,6 +11,7 @@ mod providers;
 mod runtime;
 mod session;
 mod strings;
+mod text;
 mod types;
 
 use std::path::PathBuf;

@@ -15,7 +15,7 @@ use ort::value::{DynTensor, ValueType};
 use super::options::SessionOptions;
 use super::providers::{self, Device};
 use super::types::datatype_of;
-use super::{BackendError, batch};
+use super::{BackendError, batch, text};
 use crate::scheduler::{ComputeTimes, ExecError, Executed, Executor};
 use crate::tensor::{DecodedRequest, ModelSpec, Tensor, TensorSpec};
 
@@ -198,9 +198,11 @@ impl Instance {
                 }
             }
         };
+        let inputs = describe(&source_name, "input", session.inputs())?;
         let spec = ModelSpec {
             name: name.to_string(),
-            inputs: describe(&source_name, "input", session.inputs())?,
+            utf8_inputs: text::utf8_inputs_of(source, &inputs),
+            inputs,
             outputs: describe(&source_name, "output", session.outputs())?,
             // What the ONNX file says; the model's configuration decides.
             max_batch_size: 0,

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use oxserve_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use oxserve_proto::inference::model_metadata_response::TensorMetadata;
 use oxserve_proto::inference::*;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::arrival::arrival;
+use super::generated::grpc_inference_service_server::GrpcInferenceService;
 use super::status::to_status;
 use super::stream;
 use crate::health::Health;

@@ -13,6 +13,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::codec::is_undecodable;
 use super::status::to_status;
 use crate::inference::{Arrival, Inference};
 use crate::metrics::Protocol;
@@ -32,12 +33,24 @@ pub(super) fn serve(
     trace: Option<TraceParent>,
 ) -> ReceiverStream<Answer> {
     let (answers, outbound) = mpsc::channel::<Answer>(IN_FLIGHT);
-    let (pending, mut in_order) = mpsc::channel::<JoinHandle<ModelStreamInferResponse>>(IN_FLIGHT);
+    let (pending, mut in_order) = mpsc::channel::<JoinHandle<Answer>>(IN_FLIGHT);
 
     tokio::spawn(async move {
         while let Some(message) = inbound.next().await {
-            let Ok(request) = message else {
-                break; // the client's side of the stream broke
+            let request = match message {
+                Ok(request) => request,
+                Err(status) if is_undecodable(&status) => {
+                    // The caller's bytes: answer the requests before it,
+                    // then end the stream with the caller's error (the
+                    // stream cannot resume after a broken message).
+                    if let Some(metrics) = core.repository().metrics() {
+                        metrics.client_error(Protocol::Grpc, "undecodable");
+                    }
+                    let status = Status::new(status.code(), status.message());
+                    let _ = pending.send(tokio::spawn(async move { Err(status) })).await;
+                    break;
+                }
+                Err(_) => break, // the client's side of the stream broke
             };
             // Each message arrives now; the stream's deadline bounds them
             // all, and its caller's span is the parent of each.
@@ -52,7 +65,7 @@ pub(super) fn serve(
                 let id = request.id.clone();
                 let model_name = request.model_name.clone();
                 let model_version = request.model_version.clone();
-                match core.infer(request, arrival).await {
+                Ok(match core.infer(request, arrival).await {
                     Ok(response) => ModelStreamInferResponse {
                         error_message: String::new(),
                         infer_response: Some(response),
@@ -67,7 +80,7 @@ pub(super) fn serve(
                             ..Default::default()
                         }),
                     },
-                }
+                })
             });
             if pending.send(task).await.is_err() {
                 break;
@@ -79,10 +92,12 @@ pub(super) fn serve(
         while let Some(task) = in_order.recv().await {
             let answer = task
                 .await
-                .map_err(|_| Status::internal("inference task failed"));
-            if answers.send(answer).await.is_err() {
-                // The client went away: stop the requests still running so
-                // their queue entries are dropped instead of executed.
+                .unwrap_or_else(|_| Err(Status::internal("inference task failed")));
+            let last = answer.is_err();
+            if answers.send(answer).await.is_err() || last {
+                // The client went away, or the stream ended with an error:
+                // stop the requests still running so their queue entries
+                // are dropped instead of executed.
                 in_order.close();
                 while let Ok(task) = in_order.try_recv() {
                     task.abort();

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use super::json::{Data, parameter, parameter_json, read_data};
 use super::{Body, Rest, RestError};
 use crate::inference::Arrival;
+use crate::metrics::Protocol;
 use crate::tensor::DataType;
 
 /// The header giving the length of the JSON part of a binary request or
@@ -102,13 +103,36 @@ async fn answer(
 ) -> Response {
     let (request, binary) = match parse(model, version, headers, body) {
         Ok(parsed) => parsed,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            // A body that is no inference request (as gRPC's undecodable
+            // message): the caller's fault, counted, not logged.
+            if let Some(metrics) = rest.core.repository().metrics() {
+                metrics.client_error(Protocol::Http, "undecodable");
+            }
+            return error.into_response();
+        }
     };
     let id = request.id.clone();
     match rest.core.infer(request, arrival).await {
         Ok(response) => respond(response, &binary).unwrap_or_else(IntoResponse::into_response),
         Err(error) => RestError::from_core(error, &id).into_response(),
     }
+}
+
+/// The request a REST body holds (`header_length`: the binary tensor
+/// extension's header), or the error message: the parsing step of
+/// [`answer`], for fuzzing (`crate::fuzzing`).
+pub(crate) fn parse_body(
+    body: Bytes,
+    header_length: Option<usize>,
+) -> Result<ModelInferRequest, String> {
+    let mut headers = HeaderMap::new();
+    if let Some(n) = header_length {
+        headers.insert(HEADER_LENGTH, HeaderValue::from(n));
+    }
+    parse("m".to_string(), String::new(), &headers, body)
+        .map(|(request, _)| request)
+        .map_err(|e| e.message)
 }
 
 /// Which outputs go back after the JSON.

@@ -10,6 +10,8 @@ mod infer;
 mod json;
 mod repository;
 
+pub(crate) use infer::parse_body;
+
 use std::sync::Arc;
 
 use axum::Router;

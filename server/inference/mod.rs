@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::cache::ResponseCache;
-use crate::error::Error;
+use crate::error::{Error, client_fault};
+use crate::fault_log::{Admit, RateLimit};
 use crate::metrics::Protocol;
 use crate::repository::{LoadedVersion, Repository};
 use crate::scheduler::Served;
@@ -69,6 +70,9 @@ impl Arrival {
         }
     }
 }
+
+/// The ERROR lines of failed inferences (server faults only).
+static INFERENCE_FAILED: RateLimit = RateLimit::new();
 
 /// The inference core shared by every transport.
 #[derive(Debug, Clone)]
@@ -160,8 +164,23 @@ impl Inference {
                     let code = error.code();
                     record.failed(code);
                     if code == tonic::Code::Internal {
-                        // The server's own failure: operators must see it.
-                        tracing::error!(?code, %error, "inference failed");
+                        // The server's own failure: operators must see it,
+                        // but a fault that repeats per request must not
+                        // flood the log.
+                        match INFERENCE_FAILED.admit(std::time::Instant::now()) {
+                            Admit::Log { suppressed: 0 } => {
+                                tracing::error!(?code, %error, "inference failed");
+                            }
+                            Admit::Log { suppressed } => tracing::error!(
+                                ?code,
+                                %error,
+                                suppressed,
+                                "inference failed (suppressed {suppressed} similar)"
+                            ),
+                            Admit::Suppress => {
+                                tracing::debug!(?code, %error, "inference failed");
+                            }
+                        }
                     } else {
                         // A client's error is the client's news, and a flood
                         // of them must not flood the logs.
@@ -173,6 +192,12 @@ impl Inference {
         }
         .instrument(span)
         .await;
+        if let Err(error) = &result
+            && let Some(reason) = client_fault(error.code())
+            && let Some(metrics) = self.repository.metrics()
+        {
+            metrics.client_error(arrival.protocol, reason);
+        }
         if let Some((model, id)) = names {
             timeline.answered = Some(Instant::now());
             let outcome = Outcome {

@@ -81,6 +81,10 @@ pub(crate) mod names {
     /// Requests refused for their API key, by API group and reason
     /// (missing, malformed, wrong); no Triton counterpart.
     pub(crate) const AUTH_REJECTIONS: &str = "oxserve_auth_rejections_total";
+    /// Inference requests refused for the caller's fault, by protocol and
+    /// reason ([`super::CLIENT_ERROR_REASONS`]); no model label, so
+    /// undecodable requests and unknown names cannot grow the series.
+    pub(crate) const CLIENT_ERRORS: &str = "oxserve_client_errors_total";
 }
 
 /// The transport a request came over: the `protocol` label of the request
@@ -106,6 +110,21 @@ impl Protocol {
 /// Why a request found no version, as the `reason` label of
 /// [`names::UNROUTABLE`].
 pub(crate) const UNROUTABLE_REASONS: [&str; 3] = ["unknown_model", "unknown_version", "not_ready"];
+
+/// Why a request was the caller's fault, as the `reason` label of
+/// [`names::CLIENT_ERRORS`]: `undecodable` (the body is not a valid
+/// protobuf message or JSON request), else the gRPC code's name
+/// ([`crate::error::client_fault`]).
+pub(crate) const CLIENT_ERROR_REASONS: [&str; 8] = [
+    "undecodable",
+    "invalid_argument",
+    "not_found",
+    "failed_precondition",
+    "out_of_range",
+    "already_exists",
+    "unauthenticated",
+    "permission_denied",
+];
 
 /// The states of [`names::MODEL_STATE`].
 const MODEL_STATES: [&str; 4] = ["loading", "ready", "failed", "unloaded"];
@@ -249,6 +268,10 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Requests refused for their API key, by API group and reason (missing, malformed, wrong).",
+        names::CLIENT_ERRORS,
+        Kind::Counter,
+        None,
+        "Inference requests refused for the caller's fault, by protocol and reason (undecodable, or the gRPC code).",
     ),
 ];
 
@@ -326,6 +349,13 @@ impl Metrics {
                     &METADATA,
                 )
                 .increment(0);
+        }
+        for protocol in [Protocol::Grpc, Protocol::Http] {
+            for reason in CLIENT_ERROR_REASONS {
+                recorder
+                    .register_counter(&Self::client_error_key(protocol, reason), &METADATA)
+                    .increment(0);
+            }
         }
         let handle = recorder.handle();
         Arc::new(Metrics {
@@ -505,6 +535,24 @@ impl Metrics {
                 vec![Label::new("group", group), Label::new("reason", reason)],
             ),
             &METADATA,
+        )
+    }
+
+    /// An inference request refused for the caller's fault; `reason` is
+    /// one of [`CLIENT_ERROR_REASONS`].
+    pub(crate) fn client_error(&self, protocol: Protocol, reason: &'static str) {
+        self.recorder
+            .register_counter(&Self::client_error_key(protocol, reason), &METADATA)
+            .increment(1);
+    }
+
+    fn client_error_key(protocol: Protocol, reason: &'static str) -> Key {
+        Self::key(
+            names::CLIENT_ERRORS,
+            vec![
+                Label::new("protocol", protocol.as_str()),
+                Label::new("reason", reason),
+            ],
         )
     }
 

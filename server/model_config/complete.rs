@@ -272,6 +272,8 @@ pub(crate) fn complete(
         } else {
             max_batch_size
         },
+        // `merge` keeps the ONNX model's input order.
+        utf8_inputs: onnx.utf8_inputs.clone(),
     };
     Ok(Resolved {
         config,

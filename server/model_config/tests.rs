@@ -36,6 +36,7 @@ fn mlp() -> ModelSpec {
         }],
         max_batch_size: 0,
         max_request_rows: usize::MAX,
+        utf8_inputs: Vec::new(),
     }
 }
 

@@ -268,6 +268,7 @@ mod tests {
             }],
             max_batch_size,
             max_request_rows: usize::MAX,
+            utf8_inputs: Vec::new(),
         }
     }
 

@@ -233,6 +233,11 @@ impl Repository {
         }
     }
 
+    /// Where the server's metrics go; `None` when metrics are off.
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.options.metrics.as_ref()
+    }
+
     /// Counts a request that no loaded version could take, by why (a
     /// bounded label set: no label per unknown name).
     #[expect(

@@ -89,7 +89,11 @@ pub fn decode_request(
             Some(data) => Some(data),
             None => raw_blobs.next(),
         };
-        slots[index] = Some(decode_input(spec, &spec.inputs[index], input, raw_data)?);
+        let tensor = decode_input(spec, &spec.inputs[index], input, raw_data)?;
+        if spec.utf8_inputs.contains(&index) {
+            check_utf8(spec, &tensor)?;
+        }
+        slots[index] = Some(tensor);
     }
 
     let missing: Vec<&str> = spec
@@ -273,6 +277,23 @@ fn check_raw(
     Ok(())
 }
 
+/// Checks that every element of a validated BYTES tensor is UTF-8 text.
+fn check_utf8(model: &ModelSpec, tensor: &Tensor) -> Result<(), InvalidInput> {
+    for (element, bytes) in BytesElements::new(&tensor.data).enumerate() {
+        // The stream was validated by `decode_input`: no element fails.
+        let Ok(bytes) = bytes else { break };
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(InvalidInput::NotUtf8 {
+                model: model.name.clone(),
+                input: tensor.name.clone(),
+                element,
+                detail: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Names and lengths of the non-empty typed fields.
 fn used_fields(c: &InferTensorContents) -> Vec<(&'static str, usize)> {
     [
@@ -419,3 +440,6 @@ fn quote_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod utf8_tests;

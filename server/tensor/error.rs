@@ -257,6 +257,21 @@ pub enum InvalidInput {
         /// Elements found.
         got: usize,
     },
+    /// A BYTES element that is not UTF-8, for an input the model decodes
+    /// as text.
+    #[error(
+        "input '{input}' of model '{model}': element {element} is not UTF-8 text ({detail}); this input feeds text operators, which need UTF-8"
+    )]
+    NotUtf8 {
+        /// Model name.
+        model: String,
+        /// Input name.
+        input: String,
+        /// Index of the element, in row-major order.
+        element: usize,
+        /// Where the invalid bytes start.
+        detail: String,
+    },
     /// An output the model does not have.
     #[error(
         "unexpected inference output '{output}' for model '{model}'; its outputs are {expected}"

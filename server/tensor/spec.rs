@@ -42,6 +42,9 @@ pub struct ModelSpec {
     /// Most rows one request may carry: `max_batch_size`, or unbounded
     /// when larger requests are run in chunks.
     pub max_request_rows: usize,
+    /// Indices of the BYTES inputs whose elements must be UTF-8 text (they
+    /// feed operators that decode text); other BYTES inputs take any bytes.
+    pub utf8_inputs: Vec<usize>,
 }
 
 impl ModelSpec {
@@ -95,6 +98,7 @@ mod tests {
             outputs: vec![spec("y", &[-1, 2])],
             max_batch_size: 0,
             max_request_rows: 0,
+            utf8_inputs: Vec::new(),
         };
         assert!(m.has_batch_dim());
         m.outputs.push(spec("z", &[3]));

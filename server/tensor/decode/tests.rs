@@ -15,6 +15,7 @@ fn spec(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])
         outputs: outputs.iter().map(t).collect(),
         max_batch_size: 0,
         max_request_rows: usize::MAX,
+        utf8_inputs: Vec::new(),
     }
 }
 

@@ -1,0 +1,6 @@
+//! `oxserve::fuzzing::rest_body` on arbitrary bytes: it must return, never panic.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = oxserve::fuzzing::rest_body(data);
+});
