@@ -100,6 +100,7 @@ fn overload(c: &mut Criterion) {
                 policy: BatchPolicy::unbatched(),
                 capacities: vec![len],
                 auto: None,
+                inline_below: None,
             },
             Arc::new(Unobserved),
         )

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxserve_proto::inference::{
@@ -103,6 +103,7 @@ impl Drop for RequestRecord<'_> {
                 .record_failure(self.received.elapsed(), self.protocol, Code::Cancelled);
         }
         self.stats.metrics.inflight.decrement(1.0);
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -130,6 +131,8 @@ pub(crate) struct VersionStats {
     cache_miss: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
+    /// Requests begun and not yet finished.
+    in_flight: AtomicUsize,
     last_inference_ms: AtomicU64,
     batches: Mutex<BTreeMap<u64, BatchTally>>,
     metrics: VersionMetrics,
@@ -148,12 +151,18 @@ impl VersionStats {
     /// `protocol`; it is in flight until the record is finished or dropped.
     pub(crate) fn begin(&self, received: Instant, protocol: Protocol) -> RequestRecord<'_> {
         self.metrics.inflight.increment(1.0);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestRecord {
             stats: self,
             received,
             protocol,
             done: false,
         }
+    }
+
+    /// Requests begun (over any transport) and not yet finished.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// A request answered from the response cache; the look-up took

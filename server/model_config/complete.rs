@@ -246,6 +246,7 @@ pub(crate) fn complete(
             cap: AUTO_BATCH_CAP,
             latency_budget: defaults.batch_latency_budget,
         }),
+        inline_below: Some(defaults.inline_threshold).filter(|t| !t.is_zero()),
     };
     let response_cache = config.response_cache.as_ref().is_some_and(|c| c.enable);
 

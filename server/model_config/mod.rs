@@ -130,6 +130,8 @@ pub(crate) struct Defaults {
     pub preferred_batch_sizes: Vec<usize>,
     /// Longest a request waits for others to join its batch.
     pub max_queue_delay: Duration,
+    /// Executions shorter than this run a lone request inline; 0 never.
+    pub inline_threshold: Duration,
     /// Requests that may wait per model version.
     pub max_queue_size: usize,
     /// Instances per model when the config names none.

@@ -250,6 +250,7 @@ mod tests {
             split_large_requests: true,
             preferred_batch_sizes: Vec::new(),
             max_queue_delay: std::time::Duration::ZERO,
+            inline_threshold: std::time::Duration::ZERO,
             max_queue_size: 16,
             instances: 1,
             intra_op_threads: 3,

@@ -12,6 +12,7 @@ fn defaults() -> Defaults {
         split_large_requests: true,
         preferred_batch_sizes: vec![8],
         max_queue_delay: Duration::from_micros(100),
+        inline_threshold: Duration::ZERO,
         max_queue_size: 50,
         instances: 2,
         intra_op_threads: 1,

@@ -19,6 +19,7 @@ fn defaults() -> Defaults {
         split_large_requests: true,
         preferred_batch_sizes: Vec::new(),
         max_queue_delay: std::time::Duration::ZERO,
+        inline_threshold: std::time::Duration::from_micros(100),
         max_queue_size: 16,
         instances: 1,
         intra_op_threads: 1,

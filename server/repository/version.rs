@@ -121,10 +121,22 @@ impl LoadedVersion {
     ) -> Result<Served<Vec<Tensor>>, Error> {
         let rows = request.batch_size.unwrap_or(1);
         let key = batch_key(&request);
-        let ticket = self
-            .scheduler
-            .submit(request, rows, key, admission.level, admission.delayed_after)
-            .map_err(|e| self.error(e))?;
+        // Alone in the server (this request's own record counts one), a
+        // short model may run it on this thread; under load it queues, to
+        // batch and to leave the runtime's threads to the transport.
+        let submit = match self.stats.in_flight() <= 1 {
+            true => Scheduler::submit_alone,
+            false => Scheduler::submit,
+        };
+        let ticket = submit(
+            &self.scheduler,
+            request,
+            rows,
+            key,
+            admission.level,
+            admission.delayed_after,
+        )
+        .map_err(|e| self.error(e))?;
         ticket.await.map_err(|e| self.error(e))
     }
 

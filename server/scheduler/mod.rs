@@ -9,17 +9,26 @@
 //! own channel. A caller that gives up (cancelled, or its deadline passed)
 //! drops its ticket, which takes its request out of the queue at once: it
 //! is never run and no longer counts against the queue's capacity.
+//!
+//! A short model need not pay for two thread hand-offs per request: when a
+//! request is the only one in flight for its version, finds the queue empty
+//! and an instance idle, the policy would run it alone at once anyway, and
+//! the model's executions take less than
+//! [`SchedulerSettings::inline_below`], [`Scheduler::submit_alone`] runs it
+//! on the caller's thread with that instance (`run.rs`).
 
 mod autobatch;
 mod executor;
 mod policy;
 mod queue;
+mod run;
 
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -60,6 +69,11 @@ struct State<J, O> {
     closed: bool,
     /// The learned batch limit, when the server picks the batch size.
     sizer: Option<AutoBatch>,
+    /// Instances running an execution, by index: their worker's, or one a
+    /// caller runs inline.
+    busy: Vec<bool>,
+    /// When each instance last finished an execution.
+    finished: Vec<Instant>,
 }
 
 impl<J, O> State<J, O> {
@@ -91,7 +105,21 @@ pub struct SchedulerSettings {
     /// Learn the batch limit from execution times, up to the policy's
     /// `max_batch_size`.
     pub auto: Option<AutoBatchSettings>,
+    /// Run a request on the submitting thread, skipping the queue and the
+    /// worker thread, when it finds the queue empty and an instance idle
+    /// and the model's executions have lately taken less than this. `None`
+    /// always queues. The submitting thread is an async runtime's, so this
+    /// stays well below a millisecond.
+    pub inline_below: Option<Duration>,
 }
+
+/// How many of its recent executions' time an instance must have been idle
+/// for a request to run inline on it.
+const IDLE_EXECUTIONS: u32 = 2;
+
+/// One instance's executor, shared by its worker thread and callers that
+/// run inline; taken (and dropped) by the worker when it stops.
+type Instance<J, O> = Mutex<Option<Box<dyn Executor<Job = J, Output = O>>>>;
 
 struct Shared<J, O> {
     state: Mutex<State<J, O>>,
@@ -99,6 +127,10 @@ struct Shared<J, O> {
     policy: BatchPolicy,
     capacities: Vec<usize>,
     observer: Arc<dyn Observer>,
+    instances: Box<[Instance<J, O>]>,
+    inline_below: Option<Duration>,
+    /// A moving average of one execution's time (ns), 0 before the first.
+    execution_ns: AtomicU64,
 }
 
 impl<J, O> Shared<J, O> {
@@ -106,6 +138,14 @@ impl<J, O> Shared<J, O> {
         // Nothing panics while holding the lock (executions run outside it),
         // so a poisoned lock still guards a consistent queue.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The recent execution time, if executions are short enough to run
+    /// on a caller's thread.
+    fn inline_worthy(&self) -> Option<Duration> {
+        let below = self.inline_below?;
+        let ns = self.execution_ns.load(Ordering::Relaxed);
+        (ns != 0 && u128::from(ns) < below.as_nanos()).then(|| Duration::from_nanos(ns))
     }
 }
 
@@ -136,6 +176,7 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
     where
         E: Executor<Job = J, Output = O>,
     {
+        let count = executors.len();
         let mut capacities = settings.capacities;
         if capacities.is_empty() {
             capacities.push(usize::MAX);
@@ -151,22 +192,33 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
                 queue: Queue::with_levels(capacities.len()),
                 closed: false,
                 sizer,
+                busy: vec![false; count],
+                finished: vec![Instant::now(); count],
             }),
             wake: Condvar::new(),
             policy: settings.policy,
             capacities,
             observer,
+            instances: executors
+                .into_iter()
+                .map(|e| {
+                    let boxed: Box<dyn Executor<Job = J, Output = O>> = Box::new(e);
+                    Mutex::new(Some(boxed))
+                })
+                .collect(),
+            inline_below: settings.inline_below,
+            execution_ns: AtomicU64::new(0),
         });
         let scheduler = Scheduler {
             shared: Arc::clone(&shared),
         };
-        for (index, executor) in executors.into_iter().enumerate() {
+        for index in 0..count {
             let shared = Arc::clone(&shared);
             // On error the scheduler is dropped, which stops the workers
             // already started once their (empty) queue is seen closed.
             thread::Builder::new()
                 .name(format!("{name}-{index}"))
-                .spawn(move || work(&shared, executor, index))?;
+                .spawn(move || work(&shared, index))?;
         }
         Ok(scheduler)
     }
@@ -184,6 +236,34 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         level: usize,
         delayed_after: Option<Instant>,
     ) -> Result<Ticket<J, O>, SchedulerError> {
+        self.enqueue(job, rows, key, level, delayed_after, false)
+    }
+
+    /// [`Scheduler::submit`] for a caller that knows no other request for
+    /// this model version is in flight anywhere in the server (decoding
+    /// included): then it may run at once on this thread (see the module
+    /// documentation). Under load, requests always go through the queue,
+    /// so they batch and decoding keeps the async runtime's threads.
+    pub fn submit_alone(
+        &self,
+        job: J,
+        rows: usize,
+        key: Box<[u64]>,
+        level: usize,
+        delayed_after: Option<Instant>,
+    ) -> Result<Ticket<J, O>, SchedulerError> {
+        self.enqueue(job, rows, key, level, delayed_after, true)
+    }
+
+    fn enqueue(
+        &self,
+        job: J,
+        rows: usize,
+        key: Box<[u64]>,
+        level: usize,
+        delayed_after: Option<Instant>,
+        alone: bool,
+    ) -> Result<Ticket<J, O>, SchedulerError> {
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
             rows,
@@ -193,7 +273,7 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         };
         let level = level.min(self.shared.capacities.len() - 1);
         let capacity = self.shared.capacities[level];
-        let (slot, pending) = {
+        let (slot, pending, broadcast) = {
             let mut state = self.shared.lock();
             if state.closed {
                 return Err(SchedulerError::Stopped);
@@ -202,15 +282,92 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
                 return Err(SchedulerError::QueueFull { capacity });
             }
             let slot = state.queue.push(level, waiting, Job { job, reply });
-            (slot, state.queue.len())
+            if let Some((instance, batch, chunk)) =
+                alone.then(|| self.inline(&mut state, slot)).flatten()
+            {
+                drop(state);
+                self.run_inline(instance, batch, chunk);
+                return Ok(Ticket {
+                    shared: Arc::clone(&self.shared),
+                    slot: None,
+                    answer,
+                });
+            }
+            // With several instances, one may be running a caller's
+            // request inline: its worker must not be the only one woken.
+            let broadcast = state.busy.len() > 1 && state.busy.iter().any(|&b| b);
+            (slot, state.queue.len(), broadcast)
         };
         self.shared.observer.pending(pending);
-        self.shared.wake.notify_one();
+        if broadcast {
+            self.shared.wake.notify_all();
+        } else {
+            self.shared.wake.notify_one();
+        }
         Ok(Ticket {
             shared: Arc::clone(&self.shared),
             slot: Some(slot),
             answer,
         })
+    }
+
+    /// Takes the request just queued at `slot` to run on this thread, with
+    /// the instance it claims, when it is alone in the queue, an instance
+    /// is idle, the policy would run it now, and executions are short.
+    fn inline(&self, state: &mut State<J, O>, slot: SlotId) -> Option<(usize, Batch<J, O>, usize)> {
+        if state.queue.len() != 1 {
+            return None;
+        }
+        let execution = self.shared.inline_worthy()?;
+        let now = Instant::now();
+        // An instance idle for several executions' time: the model is
+        // lightly used, so this thread is not needed for other requests
+        // (under load, gaps between executions are short).
+        let instance = (0..state.busy.len()).find(|&i| {
+            !state.busy[i]
+                && now.saturating_duration_since(state.finished[i]) >= execution * IDLE_EXECUTIONS
+        })?;
+        let limit = state.limit(&self.shared.policy);
+        match self
+            .shared
+            .policy
+            .decide_within(state.queue.waiting(), limit, now)
+        {
+            Decision::Run(ids) if ids == [slot] => {
+                state.busy[instance] = true;
+                let chunk = state.chunk(&self.shared.policy);
+                Some((instance, state.queue.take(&ids), chunk))
+            }
+            Decision::Run(_) | Decision::WaitUntil(_) | Decision::Idle => None,
+        }
+    }
+
+    /// Runs `batch` with `instance` on this thread, then frees the
+    /// instance for its worker.
+    fn run_inline(&self, instance: usize, batch: Batch<J, O>, chunk: usize) {
+        let shared = &*self.shared;
+        {
+            let mut executor = shared.instances[instance]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match executor.as_mut() {
+                Some(executor) => run::run_batch(shared, executor.as_mut(), instance, batch, chunk),
+                // Its worker stopped (the scheduler is closing): the
+                // request is answered as stopped when its reply drops.
+                None => drop(batch),
+            }
+        }
+        let waiting = {
+            let mut state = shared.lock();
+            state.busy[instance] = false;
+            state.finished[instance] = Instant::now();
+            !state.queue.is_empty()
+        };
+        if waiting {
+            // The instance's worker may have passed over requests that
+            // arrived while this ran.
+            shared.wake.notify_all();
+        }
     }
 }
 
@@ -275,22 +432,37 @@ impl<J, O> Drop for Ticket<J, O> {
 /// Requests taken out of the queue to run together.
 type Batch<J, O> = Vec<queue::Queued<Job<J, O>>>;
 
-/// Waits for the next batch; `None` once the scheduler is dropped and the
-/// queue is empty. Returns the batch and the rows per execution for a
-/// request larger than a batch.
-fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<(Batch<J, O>, usize)> {
+/// Waits for the next batch `instance` runs, marking it busy; `None` once
+/// the scheduler is dropped and the queue is empty. Returns the batch and
+/// the rows per execution for a request larger than a batch. `ran` frees
+/// the instance from the batch it ran before.
+fn next_batch<J, O>(
+    shared: &Shared<J, O>,
+    instance: usize,
+    ran: bool,
+) -> Option<(Batch<J, O>, usize)> {
     let mut state = shared.lock();
+    if ran {
+        state.busy[instance] = false;
+        state.finished[instance] = Instant::now();
+    }
     loop {
         if state.queue.is_empty() && state.closed {
             return None;
         }
         let now = Instant::now();
         let limit = state.limit(&shared.policy);
-        match shared
-            .policy
-            .decide_within(state.queue.waiting(), limit, now)
-        {
+        let decision = match state.busy[instance] {
+            // A caller runs this instance inline; it wakes the workers when
+            // it is done.
+            true => Decision::Idle,
+            false => shared
+                .policy
+                .decide_within(state.queue.waiting(), limit, now),
+        };
+        match decision {
             Decision::Run(ids) => {
+                state.busy[instance] = true;
                 let batch = state.queue.take(&ids);
                 let pending = state.queue.len();
                 let chunk = state.chunk(&shared.policy);
@@ -313,86 +485,28 @@ fn next_batch<J, O>(shared: &Shared<J, O>) -> Option<(Batch<J, O>, usize)> {
     }
 }
 
-fn work<E: Executor>(shared: &Shared<E::Job, E::Output>, mut executor: E, instance: usize) {
-    while let Some((batch, chunk)) = next_batch(shared) {
-        let started = Instant::now();
-        let mut rows = 0;
-        let mut jobs = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for queued in batch {
-            let waited = started.saturating_duration_since(queued.waiting.enqueued);
-            shared.observer.dequeued(waited);
-            rows += queued.waiting.rows;
-            jobs.push(queued.job.job);
-            replies.push((queued.job.reply, waited));
+/// The worker thread of `instance`: runs batches until the scheduler is
+/// dropped and its queue drained, then drops the instance's executor.
+fn work<J: Send + 'static, O: Send + 'static>(shared: &Shared<J, O>, instance: usize) {
+    let mut ran = false;
+    while let Some((batch, chunk)) = next_batch(shared, instance, ran) {
+        let mut executor = shared.instances[instance]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(executor) = executor.as_mut() {
+            run::run_batch(shared, executor.as_mut(), instance, batch, chunk);
         }
-        let refs: Vec<&E::Job> = jobs.iter().collect();
-        // A panic inside an execution must cost this batch, not the model:
-        // the worker goes on with the next one.
-        // A request larger than a batch runs alone, in chunks.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(&refs, chunk)))
-            .unwrap_or_else(|_| Err(ExecError("the inference thread panicked".into())));
-        let result = result.and_then(|done| {
-            if done.outputs.len() == replies.len() {
-                Ok(done)
-            } else {
-                Err(ExecError(format!(
-                    "the execution returned {} outputs for {} requests",
-                    done.outputs.len(),
-                    replies.len()
-                )))
-            }
-        });
-        match result {
-            Ok(done) => {
-                let runs = done.runs.max(1);
-                shared
-                    .observer
-                    .executed(replies.len(), rows, runs, done.times);
-                learn(shared, rows, runs, done.times);
-                for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
-                    // The caller may have gone meanwhile; nobody is left to tell.
-                    let _ = reply.send(Ok(Served {
-                        output,
-                        queued,
-                        times: done.times,
-                        batch_rows: rows,
-                        instance,
-                    }));
-                }
-            }
-            Err(error) => {
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
-        }
+        ran = true;
     }
+    let executor = shared.instances[instance]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    // The session is freed now, not when the last ticket goes.
+    drop(executor);
 }
 
-/// Feeds an execution's time to the batch sizer, if the server picks the
-/// batch size.
-fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTimes) {
-    let changed = {
-        let mut state = shared.lock();
-        let Some(sizer) = state.sizer.as_mut() else {
-            return;
-        };
-        // A chunked request: each run is one execution of its share.
-        let total = times.input + times.infer + times.output;
-        let per_run = total / u32::try_from(runs).unwrap_or(u32::MAX);
-        let mut changed = None;
-        for _ in 0..runs.min(64) {
-            changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
-        }
-        changed
-    };
-    if let Some(limit) = changed {
-        shared.observer.batch_limit(limit);
-        // A larger limit may make a waiting batch complete.
-        shared.wake.notify_all();
-    }
-}
-
+#[cfg(test)]
+mod inline_tests;
 #[cfg(test)]
 mod tests;

@@ -118,6 +118,7 @@ impl Harness {
             policy,
             capacities,
             auto,
+            inline_below: None,
         };
         let scheduler = Scheduler::start("test", vec![fake], settings, observer).unwrap();
         Harness {

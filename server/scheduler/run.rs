@@ -1,0 +1,105 @@
+//! Running one batch with one instance, on its worker thread or inline on
+//! a caller's: the execution, its accounting, and the answers.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+
+use super::{Batch, ComputeTimes, ExecError, Executor, Served, Shared};
+
+/// Runs `batch` on `executor` (instance `instance`) and answers each of its
+/// requests; a request larger than a batch runs in chunks of `chunk` rows.
+pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
+    shared: &Shared<J, O>,
+    executor: &mut dyn Executor<Job = J, Output = O>,
+    instance: usize,
+    batch: Batch<J, O>,
+    chunk: usize,
+) {
+    let started = Instant::now();
+    let mut rows = 0;
+    let mut jobs = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for queued in batch {
+        let waited = started.saturating_duration_since(queued.waiting.enqueued);
+        shared.observer.dequeued(waited);
+        rows += queued.waiting.rows;
+        jobs.push(queued.job.job);
+        replies.push((queued.job.reply, waited));
+    }
+    let refs: Vec<&J> = jobs.iter().collect();
+    // A panic inside an execution must cost this batch, not the model:
+    // the worker goes on with the next one.
+    // A request larger than a batch runs alone, in chunks.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(&refs, chunk)))
+        .unwrap_or_else(|_| Err(ExecError("the inference thread panicked".into())));
+    let result = result.and_then(|done| {
+        if done.outputs.len() == replies.len() {
+            Ok(done)
+        } else {
+            Err(ExecError(format!(
+                "the execution returned {} outputs for {} requests",
+                done.outputs.len(),
+                replies.len()
+            )))
+        }
+    });
+    match result {
+        Ok(done) => {
+            let runs = done.runs.max(1);
+            shared
+                .observer
+                .executed(replies.len(), rows, runs, done.times);
+            learn(shared, rows, runs, done.times);
+            for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
+                // The caller may have gone meanwhile; nobody is left to tell.
+                let _ = reply.send(Ok(Served {
+                    output,
+                    queued,
+                    times: done.times,
+                    batch_rows: rows,
+                    instance,
+                }));
+            }
+        }
+        Err(error) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Feeds an execution's time to the moving average that decides inline
+/// runs and, if the server picks the batch size, to the batch sizer.
+fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTimes) {
+    // A chunked request: each run is one execution of its share.
+    let total = times.input + times.infer + times.output;
+    let per_run = total / u32::try_from(runs).unwrap_or(u32::MAX);
+    let sample = u64::try_from(per_run.as_nanos()).unwrap_or(u64::MAX).max(1);
+    // Races between instances lose a sample at worst.
+    let average = shared.execution_ns.load(Ordering::Relaxed);
+    let next = match average {
+        0 => sample,
+        // Weight 1/8: a few slow runs turn inline runs off.
+        _ => average - average / 8 + sample / 8,
+    };
+    shared.execution_ns.store(next.max(1), Ordering::Relaxed);
+    let changed = {
+        let mut state = shared.lock();
+        let Some(sizer) = state.sizer.as_mut() else {
+            return;
+        };
+        let mut changed = None;
+        for _ in 0..runs.min(64) {
+            changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
+        }
+        changed
+    };
+    if let Some(limit) = changed {
+        shared.observer.batch_limit(limit);
+        // A larger limit may make a waiting batch complete.
+        shared.wake.notify_all();
+    }
+}
