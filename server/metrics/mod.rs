@@ -268,6 +268,8 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Requests refused for their API key, by API group and reason (missing, malformed, wrong).",
+    ),
+    (
         names::CLIENT_ERRORS,
         Kind::Counter,
         None,
