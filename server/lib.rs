@@ -13,6 +13,7 @@
 //!
 //! [`run`] is the one entry point, used by `main` and by the tests alike.
 
+mod api_keys;
 mod auth;
 mod backend;
 mod cache;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower::Layer;
 
-pub use auth::{ApiGroup, KeyFileError, UnknownGroup};
+pub use api_keys::{ApiGroup, KeyFileError, UnknownGroup};
 pub use backend::BackendError;
 pub use config::{
     BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
@@ -376,7 +377,7 @@ pub mod fuzzing;
 /// fuzzing): not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::auth::{Keys, grpc_group, rest_group};
+    pub use crate::api_keys::{Keys, grpc_group, rest_group};
     pub use crate::backend::{
         GpuOptions, Instance, Memory, ModelSource, SessionOptions, Threads, environment,
     };

@@ -30,7 +30,7 @@ impl Transport for Grpc {
     type Body = tonic::body::Body;
 
     fn group(path: &str) -> Option<ApiGroup> {
-        super::groups::grpc_group(path)
+        crate::api_keys::grpc_group(path)
     }
 
     fn reject(rejection: &Rejection) -> http::Response<tonic::body::Body> {
@@ -46,7 +46,7 @@ impl Transport for Rest {
     type Body = axum::body::Body;
 
     fn group(path: &str) -> Option<ApiGroup> {
-        super::groups::rest_group(path)
+        crate::api_keys::rest_group(path)
     }
 
     fn reject(rejection: &Rejection) -> http::Response<axum::body::Body> {

@@ -14,8 +14,6 @@
 //! is written. The `authorization` header is taken off every request it
 //! checked, so no handler, log line or span can see the key.
 
-mod groups;
-mod keys;
 pub(crate) mod layer;
 
 use std::path::Path;
@@ -24,13 +22,8 @@ use std::sync::Arc;
 use http::HeaderMap;
 use tonic::Code;
 
+use crate::api_keys::{ApiGroup, GroupSet, KeyFileError, KeyStore};
 use crate::metrics::Metrics;
-use groups::GroupSet;
-pub(crate) use groups::group_list;
-pub use groups::{ApiGroup, UnknownGroup};
-pub use groups::{grpc_group, rest_group};
-use keys::KeyStore;
-pub use keys::{KeyFileError, Keys};
 
 /// Why a request was refused; the `reason` label of the rejection counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +87,6 @@ impl Rejection {
     }
 }
 
-/// Checks that the key file at `path` can be used (at start, for the
-/// configuration's validation).
-pub(crate) fn load_keys(path: &Path) -> Result<(), KeyFileError> {
-    keys::load(path).map(|_| ())
-}
-
 /// The API key policy of one server, shared by both transports.
 #[derive(Debug, Clone)]
 pub(crate) struct Auth {
@@ -136,7 +123,7 @@ impl Auth {
     /// `api_keys`).
     pub(crate) fn watch(&self) -> Option<tokio::task::JoinHandle<()>> {
         let keys = Arc::clone(self.keys.as_ref()?);
-        Some(tokio::spawn(keys.watch(keys::RELOAD_INTERVAL)))
+        Some(tokio::spawn(keys.watch(crate::api_keys::RELOAD_INTERVAL)))
     }
 
     /// Whether any request is checked at all.

@@ -262,8 +262,8 @@ settings! {
         default = "metadata,inference,shared-memory,model-config,model-repository,statistics,trace,logging",
         list = true
     )]
-    #[serde(with = "crate::auth::group_list")]
-    protected_groups: Vec<crate::auth::ApiGroup> = crate::auth::ApiGroup::default_protected();
+    #[serde(with = "crate::api_keys::group_list")]
+    protected_groups: Vec<crate::api_keys::ApiGroup> = crate::api_keys::ApiGroup::default_protected();
 
     /// Log filter: `error`, `warn`, `info`, `debug`, `trace`, or a
     /// `tracing` directive such as `oxserve=debug,ort=warn`.
@@ -670,7 +670,7 @@ impl Config {
         // API keys: the file must be usable at start (later, a bad file
         // keeps the keys in force; at start there are none to keep).
         if let Some(path) = &self.api_keys
-            && let Err(e) = crate::auth::load_keys(path)
+            && let Err(e) = crate::api_keys::load_keys(path)
         {
             return invalid("api_keys", e.to_string());
         }
