@@ -291,11 +291,17 @@ async fn three_times_capacity_is_refused_cheaply_and_accepted_work_stays_fast() 
     let p99 = percentile(&accepted, 0.99);
     assert!(p99 <= p99_bound, "accepted p99 {p99:?} above {p99_bound:?}");
     // Refusals are immediate: typically quicker than one request's
-    // compute, and never queued behind the work.
+    // compute, and never queued behind the work, so well under what an
+    // accepted request waits (on a saturated 2-core machine, debug build:
+    // 8-9 ms against 26 ms).
     let (rejected_p50, rejected_p99) = (percentile(&rejected, 0.5), percentile(&rejected, 0.99));
+    let accepted_p50 = percentile(&accepted, 0.5);
     assert!(
-        rejected_p50 <= (normal * 2).max(Duration::from_millis(10)),
-        "rejection p50 {rejected_p50:?}, normal latency {normal:?}"
+        rejected_p50
+            <= (normal * 2)
+                .max(Duration::from_millis(10))
+                .max(accepted_p50 / 2),
+        "rejection p50 {rejected_p50:?}, normal latency {normal:?}, accepted p50 {accepted_p50:?}"
     );
     assert!(
         rejected_p99 <= p99_bound / 2,
