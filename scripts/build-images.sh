@@ -283,8 +283,10 @@ $gpu && say "$cpu_image-gpu: $(mb "$cpu_image-gpu") MB"
 plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 # The crates the `RUN cargo build` step of a build log compiled.
 compiled_by() {
-  plain "$1" | awk '/^Step [0-9]+\/[0-9]+ : RUN cargo build/ {b = 1; next}
-                    b && /^Step / {exit}
+  # awk reads to the end (no `exit`): stopping early would kill `plain`
+  # with SIGPIPE once the log outgrows the pipe, failing under pipefail.
+  plain "$1" | awk '!done && /^Step [0-9]+\/[0-9]+ : RUN cargo build/ {b = 1; next}
+                    b && /^Step / {b = 0; done = 1}
                     b && /^ *Compiling / {print $2}' | sort | tr '\n' ' '
 }
 # A copy of the build context with one server source changed (Docker's
@@ -319,7 +321,7 @@ if $rebuild_check; then
                                       in_deps && /^Step / {step = $0; ok[step] = 0}
                                       in_deps && / ---> Using cache/ {ok[step] = 1}
                                       END {for (s in ok) if (!ok[s]) print s}')
-  plain "$logs/deps.log" | grep -q ' : FROM .* [Aa][Ss] deps$' \
+  grep -q ' : FROM .* [Aa][Ss] deps$' < <(plain "$logs/deps.log") \
     || fail "rebuild check: no deps stage in the build log ($logs/deps.log)"
   [ -z "$ran" ] || fail "rebuild check: after a source change these dependency steps ran again: $ran (see $logs/deps.log)"
   say "rebuild check: after a change to server/main.rs the dependency layer comes from the cache; the compile step builds only: ${compiled:-(cached)}"
