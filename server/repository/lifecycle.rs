@@ -57,10 +57,8 @@ impl Repository {
             }
         }
         self.started.store(true, Ordering::Release);
-        if !self.is_ready() {
-            tracing::warn!(
-                "some models failed to load: the server stays NOT ready (strict_readiness = true); the others serve"
-            );
+        if let Err(reason) = self.readiness() {
+            tracing::warn!(%reason, "the server stays NOT ready (strict_readiness = true); what loaded serves");
         }
         self.update_readiness();
     }
