@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use oxserve::{Config, SettingFlags};
 
+/// mimalloc frees across threads without a lock; glibc's malloc contended on
+/// its arena locks per request (benches/README.md, CPU per request).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A KServe v2 / Open Inference Protocol gRPC server for ONNX models.
 #[derive(Debug, Parser)]
 #[command(name = "oxserve", version, about, long_about = None)]

@@ -364,15 +364,11 @@ impl Repository {
         rows
     }
 
-    /// Whether the server is ready: once the start-up loads are done,
-    /// always with relaxed readiness; with strict readiness, only while
-    /// every wanted model serves every version it selected.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.readiness().is_ok()
-    }
-
-    /// [`Repository::is_ready`], with the reason when not (the health
-    /// service hands it to `oxserve health` and so to Docker's health log).
+    /// Whether the server is ready, with the reason when not (the health
+    /// service hands it to `oxserve health` and so to Docker's health log):
+    /// once the start-up loads are done, always with relaxed readiness; with
+    /// strict readiness, only while every wanted model serves every version
+    /// it selected.
     pub(crate) fn readiness(&self) -> Result<(), String> {
         if !self.started.load(Ordering::Acquire) {
             return Err("models are loading".into());

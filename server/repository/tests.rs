@@ -78,7 +78,7 @@ async fn poll_loads_new_versions_once_they_hold_still_and_unloads_old_ones() {
     versioned(dir.path(), &[1]);
     let repo = repository(dir.path(), ControlMode::Poll);
     repo.start(&[]).await;
-    assert!(repo.is_ready());
+    assert!(repo.readiness().is_ok());
     assert_eq!(repo.get("versioned", "").unwrap().version, 1);
     let first = Arc::clone(&repo.get("versioned", "").unwrap());
 
@@ -181,7 +181,7 @@ async fn a_failed_reload_leaves_the_old_version_serving_and_says_why() {
         rows[0].reason.contains("the latest load failed"),
         "{rows:?}"
     );
-    assert!(repo.is_ready(), "the old version serves on");
+    assert!(repo.readiness().is_ok(), "the old version serves on");
 
     // A configuration that does not parse: the same.
     std::fs::write(
