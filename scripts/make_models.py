@@ -14,6 +14,8 @@ Writes
   tests/models/slow/1/model.onnx              OUTPUT0 = tanh(tanh(tanh(x@x)@x)@x), square [-1,-1]
   tests/models/spin/1/model.onnx              ITERATIONS INT64 [1] -> busy for that many 128x128 products
   tests/models/fixed/1/model.onnx             INPUT0 [2,3] -> OUTPUT0 [2,3] (no batch dim)
+  tests/fixtures/gather/1/model.onnx          INDEX INT64 [-1,1] -> OUTPUT0 = [10,20,30,40][INDEX]
+                                              (an index past 3 fails inside ONNX Runtime)
 
 and checks each one with onnx.checker and by running it in onnxruntime.
 Everything is seeded, so re-running produces byte-identical files.
@@ -558,6 +560,29 @@ def make_fixed() -> None:
     report(path, "INPUT0[2,3] -> OUTPUT0[2,3]")
 
 
+def make_gather() -> None:
+    path = ROOT / "tests" / "fixtures" / "gather" / "1" / "model.onnx"
+    table = helper.make_tensor("TABLE", TensorProto.FLOAT, [4], [10.0, 20.0, 30.0, 40.0])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["TABLE", "INDEX"], ["OUTPUT0"], name="gather", axis=0)],
+        "gather",
+        [vi("INDEX", TensorProto.INT64, [-1, 1])],
+        [vi("OUTPUT0", TensorProto.FLOAT, [-1, 1])],
+        initializer=[table],
+    )
+    save(make_model(graph), path)
+    sess = session(path)
+    (y,) = sess.run(None, {"INDEX": np.array([[2]], dtype=np.int64)})
+    np.testing.assert_array_equal(y, [[30.0]])
+    try:
+        sess.run(None, {"INDEX": np.array([[9]], dtype=np.int64)})
+    except Exception:  # noqa: BLE001 - the failure is the point
+        pass
+    else:
+        raise AssertionError("an index out of range did not fail")
+    report(path, "INDEX[-1,1] -> OUTPUT0[-1,1]; index 9 fails at run time")
+
+
 def main() -> int:
     print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, opset {OPSET}, ir_version {IR_VERSION}")
     make_mlp()
@@ -572,6 +597,7 @@ def main() -> int:
     make_slow()
     make_spin()
     make_fixed()
+    make_gather()
     total = sum(p.stat().st_size for base in (EXAMPLES, TESTS) for p in base.rglob("*.onnx"))
     print(f"all models written and verified; total {total / 1e6:.2f} MB")
     return 0

@@ -374,3 +374,74 @@ async fn memory_after_fifty_reloads_stays_within_ten_percent_of_after_the_first(
         .server_live(oxserve_client::pb::ServerLiveRequest {})
         .await;
 }
+
+/// A server fault (here ONNX Runtime failing inside the model) is logged at
+/// ERROR with the model, version and request id on the line itself: at the
+/// default level there is no request span to carry them.
+#[tokio::test]
+async fn a_server_fault_logs_the_model_version_and_request_id() {
+    let repository = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gather");
+    let model = repository.path().join("gather").join("1");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::copy(fixture.join("1/model.onnx"), model.join("model.onnx")).unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "--model-repository"])
+        .arg(repository.path())
+        .args(["--grpc-address", &addr, "--metrics", "false"])
+        .args(["--http-address", &format!("127.0.0.1:{}", free_port())])
+        .stdout(log.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, addr };
+    let client = Client::builder(format!("http://{}", server.addr))
+        .connect_lazy()
+        .unwrap();
+    wait_serving(&client).await;
+
+    let ok = client
+        .infer("gather")
+        .input("INDEX", [1, 1], &[2_i64])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.output("OUTPUT0").unwrap().to_vec::<f32>().unwrap(),
+        [30.0]
+    );
+    let error = client
+        .infer("gather")
+        .id("r-7")
+        .input("INDEX", [1, 1], &[9_i64])
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Internal), "{error}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("inference failed")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `inference failed` line:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains("ERROR"), "{line}");
+    for field in ["model=gather", "version=1", "id=r-7", "code=Internal"] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    // The server serves on.
+    client
+        .infer("gather")
+        .input("INDEX", [1, 1], &[0_i64])
+        .send()
+        .await
+        .unwrap();
+}

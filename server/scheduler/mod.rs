@@ -69,11 +69,22 @@ struct State<J, O> {
     closed: bool,
     /// The learned batch limit, when the server picks the batch size.
     sizer: Option<AutoBatch>,
-    /// Instances running an execution, by index: their worker's, or one a
-    /// caller runs inline.
-    busy: Vec<bool>,
-    /// When each instance last finished an execution.
-    finished: Vec<Instant>,
+    /// Each instance's state, by index.
+    instances: Vec<InstanceState>,
+    /// Workers waiting on `Shared::wake`. Counted under the lock, so a
+    /// submitter that sees none knows every worker will look at the queue
+    /// before it sleeps, and skips the wake-up (a system call even when
+    /// nobody waits).
+    sleeping: usize,
+}
+
+/// Whether an instance runs an execution, and since when it has not.
+#[derive(Debug, Clone, Copy)]
+struct InstanceState {
+    /// Running an execution: its worker's, or one a caller runs inline.
+    busy: bool,
+    /// When it last finished an execution.
+    finished: Instant,
 }
 
 impl<J, O> State<J, O> {
@@ -192,8 +203,14 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
                 queue: Queue::with_levels(capacities.len()),
                 closed: false,
                 sizer,
-                busy: vec![false; count],
-                finished: vec![Instant::now(); count],
+                instances: vec![
+                    InstanceState {
+                        busy: false,
+                        finished: Instant::now(),
+                    };
+                    count
+                ],
+                sleeping: 0,
             }),
             wake: Condvar::new(),
             policy: settings.policy,
@@ -273,7 +290,7 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         };
         let level = level.min(self.shared.capacities.len() - 1);
         let capacity = self.shared.capacities[level];
-        let (slot, pending, broadcast) = {
+        let (slot, pending, wake) = {
             let mut state = self.shared.lock();
             if state.closed {
                 return Err(SchedulerError::Stopped);
@@ -295,14 +312,20 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
             }
             // With several instances, one may be running a caller's
             // request inline: its worker must not be the only one woken.
-            let broadcast = state.busy.len() > 1 && state.busy.iter().any(|&b| b);
-            (slot, state.queue.len(), broadcast)
+            let wake = match state.sleeping {
+                0 => Wake::None,
+                _ if state.instances.len() > 1 && state.instances.iter().any(|i| i.busy) => {
+                    Wake::All
+                }
+                _ => Wake::One,
+            };
+            (slot, state.queue.len(), wake)
         };
         self.shared.observer.pending(pending);
-        if broadcast {
-            self.shared.wake.notify_all();
-        } else {
-            self.shared.wake.notify_one();
+        match wake {
+            Wake::None => {}
+            Wake::One => self.shared.wake.notify_one(),
+            Wake::All => self.shared.wake.notify_all(),
         }
         Ok(Ticket {
             shared: Arc::clone(&self.shared),
@@ -323,9 +346,8 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         // An instance idle for several executions' time: the model is
         // lightly used, so this thread is not needed for other requests
         // (under load, gaps between executions are short).
-        let instance = (0..state.busy.len()).find(|&i| {
-            !state.busy[i]
-                && now.saturating_duration_since(state.finished[i]) >= execution * IDLE_EXECUTIONS
+        let instance = state.instances.iter().position(|i| {
+            !i.busy && now.saturating_duration_since(i.finished) >= execution * IDLE_EXECUTIONS
         })?;
         let limit = state.limit(&self.shared.policy);
         match self
@@ -334,7 +356,7 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
             .decide_within(state.queue.waiting(), limit, now)
         {
             Decision::Run(ids) if ids == [slot] => {
-                state.busy[instance] = true;
+                state.instances[instance].busy = true;
                 let chunk = state.chunk(&self.shared.policy);
                 Some((instance, state.queue.take(&ids), chunk))
             }
@@ -359,9 +381,11 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         }
         let waiting = {
             let mut state = shared.lock();
-            state.busy[instance] = false;
-            state.finished[instance] = Instant::now();
-            !state.queue.is_empty()
+            state.instances[instance] = InstanceState {
+                busy: false,
+                finished: Instant::now(),
+            };
+            !state.queue.is_empty() && state.sleeping > 0
         };
         if waiting {
             // The instance's worker may have passed over requests that
@@ -429,6 +453,13 @@ impl<J, O> Drop for Ticket<J, O> {
     }
 }
 
+/// Which sleeping workers a submitter wakes.
+enum Wake {
+    None,
+    One,
+    All,
+}
+
 /// Requests taken out of the queue to run together.
 type Batch<J, O> = Vec<queue::Queued<Job<J, O>>>;
 
@@ -443,8 +474,10 @@ fn next_batch<J, O>(
 ) -> Option<(Batch<J, O>, usize)> {
     let mut state = shared.lock();
     if ran {
-        state.busy[instance] = false;
-        state.finished[instance] = Instant::now();
+        state.instances[instance] = InstanceState {
+            busy: false,
+            finished: Instant::now(),
+        };
     }
     loop {
         if state.queue.is_empty() && state.closed {
@@ -452,7 +485,7 @@ fn next_batch<J, O>(
         }
         let now = Instant::now();
         let limit = state.limit(&shared.policy);
-        let decision = match state.busy[instance] {
+        let decision = match state.instances[instance].busy {
             // A caller runs this instance inline; it wakes the workers when
             // it is done.
             true => Decision::Idle,
@@ -462,7 +495,7 @@ fn next_batch<J, O>(
         };
         match decision {
             Decision::Run(ids) => {
-                state.busy[instance] = true;
+                state.instances[instance].busy = true;
                 let batch = state.queue.take(&ids);
                 let pending = state.queue.len();
                 let chunk = state.chunk(&shared.policy);
@@ -472,14 +505,18 @@ fn next_batch<J, O>(
             }
             Decision::WaitUntil(deadline) => {
                 let timeout = deadline.saturating_duration_since(now);
+                state.sleeping += 1;
                 state = shared
                     .wake
                     .wait_timeout(state, timeout)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                state.sleeping -= 1;
             }
             Decision::Idle => {
+                state.sleeping += 1;
                 state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.sleeping -= 1;
             }
         }
     }
