@@ -32,14 +32,11 @@ fi
 
 echo "== building (release)" >&2
 cargo build --release --bin oxserve >&2
-executables=$(cargo bench --bench floor --bench loadgen --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
-        print(m["target"]["name"], m["executable"])')
-floor=$(awk '$1 == "floor" {print $2}' <<<"$executables")
-loadgen=$(awk '$1 == "loadgen" {print $2}' <<<"$executables")
+# shellcheck source=benches/common/lib.sh
+. benches/common/lib.sh
+executables=$(bench_executables floor loadgen)
+floor=$(executable_of floor "$executables")
+loadgen=$(executable_of loadgen "$executables")
 
 exec python3 benches/cpu_per_request.py \
   --oxserve target/release/oxserve --floor "$floor" --loadgen "$loadgen" \

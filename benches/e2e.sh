@@ -39,16 +39,13 @@ port=${PORT:-18001}
 addr=127.0.0.1:$port
 perf_analyzer=${PERF_ANALYZER:-$HOME/.cache/oxserve-tools/bin/perf_analyzer}
 
+# shellcheck source=benches/common/lib.sh
+. benches/common/lib.sh
+
 echo "== building (release)"
-# The bench executables, as cargo reports them.
-executables=$(cargo bench --bench loadgen --bench baseline --no-run --message-format=json |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
-        print(m["target"]["name"], m["executable"])')
-loadgen=$(awk '$1 == "loadgen" {print $2}' <<<"$executables")
-baseline=$(awk '$1 == "baseline" {print $2}' <<<"$executables")
+executables=$(bench_executables loadgen baseline)
+loadgen=$(executable_of loadgen "$executables")
+baseline=$(executable_of baseline "$executables")
 cargo build --release --bin oxserve
 server=target/release/oxserve
 
@@ -62,30 +59,7 @@ server=target/release/oxserve
 } | tee "$out/machine.txt"
 
 rss() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-pid=
-stop_server() {
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
-  fi
-}
 trap stop_server EXIT
-start_server() { # repository, extra flags...
-  local repo=$1
-  shift
-  "$server" serve --model-repository "$repo" --grpc-address "$addr" \
-    --metrics-address 127.0.0.1:0 --http-address 127.0.0.1:0 --log-level warn "$@" >"$out/server.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 200); do
-    if "$server" health --addr "$addr" --service inference.GRPCInferenceService >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "server did not become ready; see $out/server.log" >&2
-  exit 1
-}
 
 # A repository with mlp alone, so that its memory is mlp's. A copy: the
 # server skips model directories that are symbolic links.

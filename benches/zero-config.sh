@@ -30,42 +30,17 @@ addr=127.0.0.1:${PORT:-18001}
 [ -e .oxserve/onnxruntime/libonnxruntime.so ] || scripts/setup.sh
 benches/models/fetch-magika.sh >&2
 
+# shellcheck source=benches/common/lib.sh
+. benches/common/lib.sh
+
 echo "== building (release)" >&2
-executables=$(cargo bench --bench loadgen --bench baseline --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
-        print(m["target"]["name"], m["executable"])')
-loadgen=$(awk '$1 == "loadgen" {print $2}' <<<"$executables")
-baseline=$(awk '$1 == "baseline" {print $2}' <<<"$executables")
+executables=$(bench_executables loadgen baseline)
+loadgen=$(executable_of loadgen "$executables")
+baseline=$(executable_of baseline "$executables")
 cargo build --release --bin oxserve >&2
 server=target/release/oxserve
 
-pid=
-stop_server() {
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
-  fi
-}
 trap stop_server EXIT
-start_server() { # repository, extra flags...
-  local repo=$1
-  shift
-  "$server" serve --model-repository "$repo" --grpc-address "$addr" \
-    --metrics-address 127.0.0.1:0 --http-address 127.0.0.1:0 --log-level warn "$@" >"$out/server.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 300); do
-    if "$server" health --addr "$addr" --service inference.GRPCInferenceService >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "server did not become ready; see $out/server.log" >&2
-  exit 1
-}
 load() { # json file, model, concurrency
   "$loadgen" --addr "$addr" --server-pid "$pid" --model "$2" --batch 1 \
     --concurrency "$3" --duration "$duration" --warmup 3s --runs 1 --json >"$1"

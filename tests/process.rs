@@ -58,6 +58,16 @@ async fn spawn_server(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> (Server, Client) {
+    spawn_server_logging(repository, extra, envs, Stdio::null()).await
+}
+
+/// [`spawn_server`] with the server's log (standard output) going to `log`.
+async fn spawn_server_logging(
+    repository: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    log: Stdio,
+) -> (Server, Client) {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(BIN)
         .args(["serve", "--model-repository"])
@@ -67,7 +77,7 @@ async fn spawn_server(
         .args(["--http-address", &format!("127.0.0.1:{}", free_port())])
         .args(extra)
         .envs(envs.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(log)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -386,21 +396,8 @@ async fn a_server_fault_logs_the_model_version_and_request_id() {
     std::fs::create_dir_all(&model).unwrap();
     std::fs::copy(fixture.join("1/model.onnx"), model.join("model.onnx")).unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BIN)
-        .args(["serve", "--model-repository"])
-        .arg(repository.path())
-        .args(["--grpc-address", &addr, "--metrics", "false"])
-        .args(["--http-address", &format!("127.0.0.1:{}", free_port())])
-        .stdout(log.reopen().unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, addr };
-    let client = Client::builder(format!("http://{}", server.addr))
-        .connect_lazy()
-        .unwrap();
-    wait_serving(&client).await;
+    let (_server, client) =
+        spawn_server_logging(repository.path(), &[], &[], log.reopen().unwrap().into()).await;
 
     let ok = client
         .infer("gather")
