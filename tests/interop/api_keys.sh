@@ -8,19 +8,9 @@
 # Env:   GRPCURL  grpcurl binary (default .oxserve/bin/grpcurl)
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 <path-to-oxserve-binary>" >&2
-  exit 2
-fi
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=$1
-case "$bin" in /*) ;; *) bin=$PWD/$bin ;; esac
-cd "$root"
-PYTHON=$root/.venv/bin/python
-GRPCURL=${GRPCURL:-$root/.oxserve/bin/grpcurl}
+# shellcheck source=tests/interop/common.sh
+. "$(dirname "$0")/common.sh"
 
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 addr=127.0.0.1:$(free_port)
 http_addr=127.0.0.1:$(free_port)
 work=$(mktemp -d "${TMPDIR:-/tmp}/oxserve-keys.XXXXXX")

@@ -14,26 +14,11 @@
 # server log if anything failed, and exits non-zero on any failure.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 <path-to-oxserve-binary>" >&2
-  exit 2
-fi
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=$1
-case "$bin" in /*) ;; *) bin=$PWD/$bin ;; esac
-if [ ! -x "$bin" ]; then
-  echo "not an executable: $bin" >&2
-  exit 2
-fi
-cd "$root"
-PYTHON=$root/.venv/bin/python
-export GRPCURL=${GRPCURL:-$root/.oxserve/bin/grpcurl}
+# shellcheck source=tests/interop/common.sh
+. "$(dirname "$0")/common.sh"
 ready_timeout=${READY_TIMEOUT:-60}
 
-# A free port: bind to port 0 and let the kernel choose. (It is released
-# before the server binds it; a collision in between is very unlikely.)
-port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 addr=127.0.0.1:$port
 log=$(mktemp "${TMPDIR:-/tmp}/oxserve-interop.XXXXXX")
 server_pid=
@@ -69,8 +54,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-metrics_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-http_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+metrics_port=$(free_port)
+http_port=$(free_port)
 http_addr=127.0.0.1:$http_port
 echo "starting $bin serve --model-repository examples/models --grpc-address $addr --http-address $http_addr (log: $log)"
 # Explicit model control with every model loaded: the same models as the

@@ -13,17 +13,8 @@
 # Env:   GRPCURL  grpcurl binary (default .oxserve/bin/grpcurl)
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 <path-to-oxserve-binary>" >&2
-  exit 2
-fi
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=$1
-case "$bin" in /*) ;; *) bin=$PWD/$bin ;; esac
-cd "$root"
-PYTHON=$root/.venv/bin/python
-GRPCURL=${GRPCURL:-$root/.oxserve/bin/grpcurl}
+# shellcheck source=tests/interop/common.sh
+. "$(dirname "$0")/common.sh"
 for tool in openssl curl; do
   command -v $tool >/dev/null || { echo "tls interop: $tool not on PATH" >&2; exit 2; }
 done
@@ -69,7 +60,6 @@ issue server /CN=localhost 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAu
 issue client /CN=interop-client 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n'
 
 # --- server ------------------------------------------------------------------
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 grpc_port=$(free_port); http_port=$(free_port); metrics_port=$(free_port); health_port=$(free_port)
 "$bin" serve --model-repository examples/models \
   --grpc-address "127.0.0.1:$grpc_port" --http-address "127.0.0.1:$http_port" \
