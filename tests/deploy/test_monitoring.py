@@ -232,7 +232,8 @@ def exported() -> Exposition:
 
 def test_the_scrape_has_what_the_checks_rely_on(exported):
     """Sanity of the list the other checks use: every family described, the
-    families of server/metrics.rs there, and the requests sent counted."""
+    families of server/metrics/catalog.rs there, and the requests sent
+    counted."""
     assert exported.types, "no # TYPE lines in /metrics"
     undescribed = set(exported.types) - exported.helps
     assert not undescribed, f"families without # HELP: {sorted(undescribed)}"
@@ -240,11 +241,11 @@ def test_the_scrape_has_what_the_checks_rely_on(exported):
         family = re.sub(r"_(bucket|sum|count)$", "", name)
         assert name in exported.types or family in exported.types, f"{name} has no # TYPE"
     oxserve = {f for f in exported.types if f.startswith("oxserve_")}
-    source = (ROOT / "server" / "metrics" / "mod.rs").read_text()
+    source = (ROOT / "server" / "metrics" / "catalog.rs").read_text()
     declared = set(re.findall(r'pub(?:\(crate\))? const \w+: &str = "(oxserve_\w+)";', source))
     declared -= FEATURE_METRICS
     assert declared and oxserve == declared, (
-        f"server/metrics/mod.rs declares {sorted(declared)}, /metrics shows {sorted(oxserve)}"
+        f"server/metrics/catalog.rs declares {sorted(declared)}, /metrics shows {sorted(oxserve)}"
     )
     assert exported.values[("oxserve_requests_total", "code")] >= {"OK", "INVALID_ARGUMENT"}
     assert exported.values[("oxserve_model_state", "state")] == {"loading", "ready", "failed", "unloaded"}
