@@ -8,21 +8,22 @@
 //! which `--help` and `docs/configuration.md` are made) and the flags all
 //! come from that one table, so a key cannot be documented wrongly.
 
+mod byte_size;
 mod flags;
+mod load;
 mod reference;
 mod transport;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::model_config::BatchSize;
 pub use crate::repository::ControlMode;
 pub use flags::SettingFlags;
+pub use load::ConfigError;
 pub use reference::reference;
 
 /// One configuration key, as documented.
@@ -472,268 +473,9 @@ pub(crate) fn log_directives(level: &str) -> String {
     }
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Values of the wrong type or format, each with its key and source.
-    #[error("{}", describe(.0))]
-    Parse(#[from] Box<figment::Error>),
-    /// A well-formed value outside what the server accepts.
-    #[error("invalid value for '{key}': {reason}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// One line per error: `'key' (from <source>): <what is wrong>`, without
-/// figment's profile prefix and provider source locations.
-fn describe(errors: &figment::Error) -> String {
-    let lines: Vec<String> = errors
-        .clone()
-        .into_iter()
-        .map(|e| {
-            let key = if e.path.is_empty() {
-                String::from("(whole configuration)")
-            } else {
-                e.path.join(".").to_lowercase()
-            };
-            let source = match &e.metadata {
-                Some(m) => match &m.source {
-                    Some(figment::Source::File(path)) => format!("{} {}", m.name, path.display()),
-                    _ => m.name.to_string(),
-                },
-                None => "configuration".to_string(),
-            };
-            format!("'{key}' (from {source}): {}", e.kind)
-        })
-        .collect();
-    lines.join("; ")
-}
-
-/// A provider under a name of our choosing, so that errors say "command-line
-/// flags" rather than a Rust type and source location.
-struct Named<P> {
-    name: &'static str,
-    inner: P,
-}
-
-impl<P: figment::Provider> figment::Provider for Named<P> {
-    fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named(self.name)
-    }
-
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        self.inner.data()
-    }
-}
-
-impl Config {
-    /// The figment for defaults, an optional TOML file, the environment and
-    /// `overrides` (the command-line flags that were given).
-    pub fn figment(file: Option<&Path>, overrides: impl Serialize) -> Figment {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment
-            .merge(Named {
-                name: "OXSERVE_* environment variables",
-                inner: Env::prefixed("OXSERVE_").only(&keys()),
-            })
-            .merge(Named {
-                name: "command-line flags",
-                inner: Serialized::defaults(overrides),
-            })
-    }
-
-    /// Extracts and validates.
-    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks ranges and the model repository.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
-        if !self.model_repository.is_dir() {
-            return invalid(
-                "model_repository",
-                format!("'{}' is not a directory", self.model_repository.display()),
-            );
-        }
-        const MIN_MESSAGE: usize = 4 * 1024;
-        const MAX_MESSAGE: usize = 2 * 1024 * 1024 * 1024;
-        if !(MIN_MESSAGE..=MAX_MESSAGE).contains(&self.max_message_size) {
-            return invalid(
-                "max_message_size",
-                format!("{} bytes is outside 4KiB..=2GiB", self.max_message_size),
-            );
-        }
-        if self.drain_timeout > Duration::from_secs(3600) {
-            return invalid("drain_timeout", "more than one hour".into());
-        }
-        if self.intra_op_threads > 1024 {
-            return invalid(
-                "intra_op_threads",
-                format!("{} is more than 1024", self.intra_op_threads),
-            );
-        }
-        if !(1..=1_000_000).contains(&self.max_queue_size) {
-            return invalid(
-                "max_queue_size",
-                format!("{} is outside 1..=1000000", self.max_queue_size),
-            );
-        }
-        if !(1..=64).contains(&self.instances) {
-            return invalid("instances", format!("{} is outside 1..=64", self.instances));
-        }
-        let batch_cap = match self.max_batch_size {
-            BatchSize::Auto => crate::model_config::AUTO_BATCH_CAP,
-            BatchSize::Fixed(n) if n > 1 << 20 => {
-                return invalid("max_batch_size", format!("{n} is more than 1048576"));
-            }
-            BatchSize::Fixed(n) => n,
-        };
-        if let Some(&bad) = self
-            .preferred_batch_sizes
-            .iter()
-            .find(|&&s| s == 0 || s > batch_cap)
-        {
-            return invalid(
-                "preferred_batch_sizes",
-                format!("{bad} is outside 1..={batch_cap} (max_batch_size)"),
-            );
-        }
-        if self.batch_latency_budget < Duration::from_millis(1)
-            || self.batch_latency_budget > Duration::from_secs(60)
-        {
-            return invalid(
-                "batch_latency_budget",
-                format!("{:?} is outside 1ms..=60s", self.batch_latency_budget),
-            );
-        }
-        if self.inline_threshold > Duration::from_millis(1) {
-            return invalid("inline_threshold", "more than 1 millisecond".into());
-        }
-        if self.max_queue_delay > Duration::from_secs(10) {
-            return invalid("max_queue_delay", "more than 10 seconds".into());
-        }
-        if let Some(lib) = &self.onnxruntime_library
-            && !lib.is_file()
-        {
-            return invalid(
-                "onnxruntime_library",
-                format!("'{}' is not a file", lib.display()),
-            );
-        }
-        if !(0.0..=1.0).contains(&self.trace_sampling_ratio) {
-            return invalid(
-                "trace_sampling_ratio",
-                format!("{} is outside 0..=1", self.trace_sampling_ratio),
-            );
-        }
-        if let Some(endpoint) = &self.otlp_endpoint
-            && endpoint
-                .parse::<http::Uri>()
-                .map_or(true, |u| u.scheme().is_none())
-        {
-            return invalid(
-                "otlp_endpoint",
-                format!("'{endpoint}' is not a URL such as http://otel-collector:4317"),
-            );
-        }
-        if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
-            return invalid(
-                "load_model",
-                format!(
-                    "only applies with model_control_mode = explicit (it is '{}'); in the other modes every model loads",
-                    self.model_control_mode.as_str()
-                ),
-            );
-        }
-        if self.repository_poll_interval < Duration::from_millis(100) {
-            return invalid(
-                "repository_poll_interval",
-                format!("{:?} is less than 100ms", self.repository_poll_interval),
-            );
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            return invalid("log_level", format!("'{}': {e}", self.log_level));
-        }
-        self.validate_transport()?;
-        // API keys: the file must be usable at start (later, a bad file
-        // keeps the keys in force; at start there are none to keep).
-        if let Some(path) = &self.api_keys
-            && let Err(e) = crate::api_keys::load_keys(path)
-        {
-            return invalid("api_keys", e.to_string());
-        }
-        Ok(())
-    }
-}
-
 /// Every key, as written in the config file.
 pub fn keys() -> Vec<&'static str> {
     SETTINGS.iter().map(|s| s.key).collect()
-}
-
-/// Byte sizes as a number of bytes or a string with a binary or decimal
-/// unit: `1048576`, `"1MiB"`, `"64 MB"`.
-mod byte_size {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(super) fn serialize<S: Serializer>(value: &usize, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*value as u64)
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        let bytes = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(text) => parse(&text).map_err(D::Error::custom)?,
-        };
-        usize::try_from(bytes).map_err(|_| D::Error::custom("too large for this platform"))
-    }
-
-    pub(super) fn parse(text: &str) -> Result<u64, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("'{text}' is not a size such as 1048576, \"64MiB\" or \"1GB\""))?;
-        let multiplier: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            other => {
-                return Err(format!(
-                    "unknown unit '{other}' in '{text}'; use B, KiB, MiB, GiB, KB, MB or GB"
-                ));
-            }
-        };
-        number
-            .checked_mul(multiplier)
-            .ok_or_else(|| format!("'{text}' overflows"))
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
     reason = "figment::Jail closures return figment::Error, which is large; its API, not ours"
 )]
 
+use std::path::Path;
 use std::time::Duration;
 
 use figment::Jail;
+use figment::providers::Serialized;
 use serde::Serialize;
 
 use super::*;
