@@ -29,6 +29,8 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     addr: String,
+    /// The metrics port's address, if it has one.
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl Drop for Server {
@@ -69,11 +71,12 @@ async fn spawn_server_logging(
     log: Stdio,
 ) -> (Server, Client) {
     let addr = format!("127.0.0.1:{}", free_port());
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--model-repository"])
         .arg(repository)
         .args(["--grpc-address", &addr, "--strict-readiness", "false"])
-        .args(["--metrics-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-address", &metrics.to_string()])
         .args(["--http-address", &format!("127.0.0.1:{}", free_port())])
         .args(extra)
         .envs(envs.iter().copied())
@@ -81,7 +84,11 @@ async fn spawn_server_logging(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server { child, addr };
+    let server = Server {
+        child,
+        addr,
+        metrics: Some(metrics),
+    };
     // The process needs a moment to bind: a lazy client waits for it.
     let client = Client::builder(format!("http://{}", server.addr))
         .connect_lazy()
@@ -119,6 +126,29 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let calls: Vec<_> = (0..3).map(|_| slow_call(&client)).collect();
     let mut calls = calls.into_iter();
     calls.next().unwrap().await.unwrap().unwrap();
+    let calls: Vec<_> = calls.collect();
+    // SIGTERM once every call not yet answered is in the server (its 16 MiB
+    // body received; queued or running): a request still being sent is not
+    // in flight yet. In one run of eight on a loaded machine, SIGTERM came
+    // while the third was still uploading and it failed.
+    let metrics = server.metrics.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = common::get(metrics, "/metrics").await;
+        let in_flight: f64 = common::samples(&body)
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("oxserve_inflight_requests{") && k.contains("model=\"slow\"")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        let unanswered = calls.iter().filter(|c| !c.is_finished()).count();
+        if in_flight >= unanswered as f64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the other calls never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     sigterm(&server.child);
     for call in calls {
         call.await.unwrap().expect("in-flight request drained");
@@ -184,7 +214,11 @@ fn serve_strict(repository: &std::path::Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Server { child, addr }
+    Server {
+        child,
+        addr,
+        metrics: None,
+    }
 }
 
 #[test]

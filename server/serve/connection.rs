@@ -34,6 +34,10 @@ use super::Limits;
 /// long at most.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a closing connection reads what the client still sends (frames
+/// it wrote before it saw the close) before the socket is closed.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Everything one connection task needs.
 pub(super) struct Connection<S> {
     pub(super) builder: auto::Builder<TokioExecutor>,
@@ -63,8 +67,18 @@ where
     B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// Serves the connection until it ends.
-    pub(super) async fn run(mut self, stream: TcpStream) {
+    /// Serves the connection until it ends, then closes it without losing
+    /// what was last written to it ([`linger`]).
+    pub(super) async fn run(self, stream: TcpStream) {
+        // A second handle on the socket: hyper drops its own when HTTP ends.
+        let last = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned();
+        self.serve(stream).await;
+        if let Ok(fd) = last {
+            linger(fd).await;
+        }
+    }
+
+    async fn serve(mut self, stream: TcpStream) {
         let mut stop = self.stop.clone();
         let Some(acceptor) = self.tls.take() else {
             // hyper waits for a connection's first bytes without a time
@@ -196,6 +210,34 @@ async fn drive<I, H, B>(
         // Dropping the connection aborts its remaining streams.
         Err(_) => tracing::debug!("connection closed at the end of its grace period"),
     }
+}
+
+/// Closes a connection the way HTTP servers must: the write side first
+/// (FIN, after the last response), then reading and discarding what the
+/// client still sends (a PING or SETTINGS acknowledgement, a WINDOW_UPDATE)
+/// until it closes its side, for at most [`LINGER`]. Closing a socket with
+/// unread data makes the kernel send RST instead of FIN, and a client that
+/// gets RST may discard the last response before reading it: requests
+/// answered during a drain then fail on the client.
+async fn linger(fd: std::os::fd::OwnedFd) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std_stream = std::net::TcpStream::from(fd);
+    if std_stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut stream) = TcpStream::from_std(std_stream) else {
+        return;
+    };
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// `age` ± 10 %, as gRPC servers do: connections opened together (by a
