@@ -131,7 +131,7 @@ impl Inference {
     /// as cancelled when the caller drops this future before it completes.
     pub(crate) async fn infer(
         &self,
-        request: ModelInferRequest,
+        mut request: ModelInferRequest,
         arrival: Arrival,
     ) -> Result<ModelInferResponse, Error> {
         // One span per request, at debug level: every log line below it
@@ -145,16 +145,13 @@ impl Inference {
             version = tracing::field::Empty,
             id = %request.id,
         );
-        // Only a traced request pays for keeping these.
-        let names = self
-            .traces
-            .recording()
-            .then(|| (request.model_name.clone(), request.id.clone()));
+        // Held here for the ERROR line of a failure and the trace, and
+        // moved into the answer at the end (not copied).
+        let request_id = std::mem::take(&mut request.id);
+        // Only a traced request pays for keeping this.
+        let model = self.traces.recording().then(|| request.model_name.clone());
         let mut timeline = Timeline::new(arrival.received);
         let mut version = None;
-        // For the ERROR line of a failure (no allocation for the usual
-        // empty id).
-        let request_id = request.id.clone();
         let result = async {
             let loaded = self
                 .repository
@@ -213,19 +210,22 @@ impl Inference {
         {
             metrics.client_error(arrival.protocol, reason);
         }
-        if let Some((model, id)) = names {
+        if let Some(model) = model {
             timeline.answered = Some(Instant::now());
             let outcome = Outcome {
                 protocol: arrival.protocol.as_str(),
                 model: &model,
                 version,
-                id: &id,
+                id: &request_id,
                 error: result.as_ref().err().map(|e| (e.code(), e.to_string())),
             };
             self.traces
                 .record(arrival.trace.as_ref(), &timeline, &outcome);
         }
-        result
+        result.map(|mut response| {
+            response.id = request_id;
+            response
+        })
     }
 }
 
@@ -297,7 +297,8 @@ impl Inference {
         Ok(ModelInferResponse {
             model_name: loaded.model.clone(),
             model_version: loaded.version.to_string(),
-            id: request.id,
+            // [`Inference::infer`] took the id out and puts it back.
+            id: String::new(),
             parameters,
             outputs,
             raw_output_contents,
