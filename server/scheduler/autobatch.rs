@@ -190,16 +190,28 @@ impl AutoBatch {
                     self.limit = up.min(self.settings.cap);
                 }
             }
-            // At the efficient size (or nothing measured yet): try the next
-            // size up if the load fills this one and it has no recent
-            // measurement.
+            // At the efficient size (or nothing measured yet).
             _ => {
-                // Not when the next size would break the budget anyway, as
-                // far as this one's time per row tells.
-                let affordable =
-                    fresh(self.limit).is_none_or(|here| here.per_row * up as f64 <= budget);
-                if binding && up <= self.settings.cap && fresh(up).is_none() && affordable {
-                    self.limit = up;
+                let lower = (self.limit > 1).then(|| fresh(self.limit / 2));
+                match (lower, fresh(self.limit)) {
+                    // Whether this size still beats the one below it is no
+                    // longer known: measure that one again. Growing on a
+                    // stale comparison would climb past where the gain
+                    // stops, and each bigger batch grows the model's
+                    // memory for good.
+                    (Some(None), _) => self.limit /= 2,
+                    // It did not beat the size below: nothing bigger will.
+                    (Some(Some(lower)), Some(here))
+                        if here.per_row > lower.per_row * (1.0 - GAIN) => {}
+                    // Try the next size up if the load fills this one, it
+                    // has no recent measurement, and it would not break the
+                    // budget as far as this one's time per row tells.
+                    (_, here) => {
+                        let affordable = here.is_none_or(|here| here.per_row * up as f64 <= budget);
+                        if binding && up <= self.settings.cap && fresh(up).is_none() && affordable {
+                            self.limit = up;
+                        }
+                    }
                 }
             }
         }
@@ -254,10 +266,26 @@ mod tests {
         let settled = &seen[seen.len() / 2..];
         let at_4 = settled.iter().filter(|&&l| l == 4).count() as f64 / settled.len() as f64;
         assert!(
-            settled.iter().all(|&l| l == 4 || l == 8),
-            "only 4, and 8 now and then to check: {settled:?}"
+            settled.iter().all(|&l| (2..=8).contains(&l)),
+            "only 4, and 2 and 8 now and then to check: {settled:?}"
         );
-        assert!(at_4 > 0.85, "mostly at 4: {at_4}");
+        assert!(at_4 > 0.8, "mostly at 4: {at_4}");
+    }
+
+    #[test]
+    fn a_model_that_batching_slows_stays_at_one_and_never_tries_four() {
+        // magika with one instance per core: every batch above 1 is
+        // slower per row, and each size tried grows the model's memory.
+        let per_row = |rows: usize| match rows {
+            1 => 6.7e-3,
+            2 => 7.1e-3,
+            _ => 8.4e-3,
+        };
+        let mut sizer = AutoBatch::new(settings(64));
+        let seen = drive(&mut sizer, 6000, |rows| per_row(rows) * rows as f64);
+        assert!(seen.iter().all(|&l| l <= 2), "never beyond 2: {seen:?}");
+        let at_1 = seen.iter().filter(|&&l| l == 1).count() as f64 / seen.len() as f64;
+        assert!(at_1 > 0.85, "mostly at 1: {at_1}");
     }
 
     #[test]
