@@ -47,8 +47,8 @@ use tower::Layer;
 pub use api_keys::{ApiGroup, KeyFileError, UnknownGroup};
 pub use backend::BackendError;
 pub use config::{
-    BatchSize, Config, ConfigError, ControlMode, LogFormat, SETTINGS, Setting, SettingFlags, keys,
-    reference as settings_reference,
+    BatchSize, Config, ConfigError, ControlMode, InstanceCount, LogFormat, SETTINGS, Setting,
+    SettingFlags, keys, reference as settings_reference,
 };
 pub use health::REASON_KEY as HEALTH_REASON_KEY;
 pub use logging::{LogInitError, init as init_logging};

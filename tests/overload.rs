@@ -110,7 +110,7 @@ async fn three_times_capacity_is_refused_cheaply_and_accepted_work_stays_fast() 
     let repository = spin_repository();
     let mut config = config(repository.path());
     config.max_queue_size = QUEUE;
-    config.instances = 1;
+    config.instances = oxserve::InstanceCount::Fixed(1);
     // One ONNX Runtime thread, leaving the other core to the async side
     // (server and load generator share this process): with the model on
     // both cores, the generator's own backlog stalled the runtime for

@@ -274,9 +274,18 @@ async fn every_datatype_round_trips_as_json() {
     server.stop().await.unwrap();
 }
 
+/// The test models with one instance each, so that a request queues
+/// behind one that holds the model busy.
+fn one_instance() -> oxserve::Config {
+    oxserve::Config {
+        instances: oxserve::InstanceCount::Fixed(1),
+        ..config(&test_models())
+    }
+}
+
 #[tokio::test]
 async fn errors_carry_the_status_of_their_grpc_code() {
-    let server = start(config(&test_models())).await;
+    let server = start(one_instance()).await;
     let a = server.http_addr;
     let infer = |path: &'static str, body: Value| post_json(a, path, body);
     let one = |name: &str, datatype: &str, shape: Value, data: Value| json!({"id": "e", "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]});
@@ -450,7 +459,7 @@ async fn metrics_count_each_protocol() {
 
 #[tokio::test]
 async fn a_rest_request_in_flight_at_shutdown_is_answered() {
-    let mut server = start(config(&test_models())).await;
+    let mut server = start(one_instance()).await;
     // Hold the model busy, so the REST request queues behind it.
     let busy = slow_call(&server.client);
     let inflight = "oxserve_inflight_requests{model=\"slow\",version=\"1\"}";

@@ -45,7 +45,7 @@ pub(crate) fn serve_in_process(
         config.max_queue_size = v;
     }
     if let Some(v) = args.instances {
-        config.instances = v;
+        config.instances = oxserve::InstanceCount::Fixed(v);
     }
     if let Some(v) = args.intra_op_threads {
         config.intra_op_threads = v;

@@ -34,6 +34,15 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// The model's size in bytes (0 for a file that cannot be read; the
+    /// load then reports the file).
+    pub fn size(&self) -> u64 {
+        match self {
+            ModelSource::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            ModelSource::Memory { bytes, .. } => bytes.len() as u64,
+        }
+    }
+
     /// How the source is named in messages.
     pub fn name(&self) -> String {
         match self {

@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Serialize;
 
-use super::{BatchSize, Config, ControlMode, keys};
+use super::{BatchSize, Config, ControlMode, InstanceCount, keys};
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +129,10 @@ impl Config {
                 format!("{} is outside 1..=1000000", self.max_queue_size),
             );
         }
-        if !(1..=64).contains(&self.instances) {
-            return invalid("instances", format!("{} is outside 1..=64", self.instances));
+        if let InstanceCount::Fixed(n) = self.instances
+            && !(1..=crate::model_config::MAX_INSTANCES).contains(&n)
+        {
+            return invalid("instances", format!("{n} is outside 1..=64"));
         }
         let batch_cap = match self.max_batch_size {
             BatchSize::Auto => crate::model_config::AUTO_BATCH_CAP,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::model_config::BatchSize;
+pub use crate::model_config::{BatchSize, InstanceCount};
 pub use crate::repository::ControlMode;
 pub use flags::SettingFlags;
 pub use load::ConfigError;
@@ -170,10 +170,13 @@ settings! {
     intra_op_threads: usize = 0;
 
     /// Model instances (ONNX Runtime sessions, each on its own worker
-    /// thread) for models whose config.pbtxt sets no `instance_group`;
-    /// 1 to 64.
-    #[setting(value = "N", default = "1")]
-    instances: usize = 1;
+    /// thread) for models whose config.pbtxt sets no `instance_group`:
+    /// `auto` (one per CPU the process may use, each with one intra-op
+    /// thread unless `intra_op_threads` says otherwise, so concurrent
+    /// requests run side by side; fewer for large models, so that the
+    /// copies of a model take at most 1 GiB together) or 1 to 64.
+    #[setting(value = "auto|N", default = "auto")]
+    instances: InstanceCount = InstanceCount::Auto;
 
     /// Largest batch the scheduler forms for models that can batch (a
     /// variable first dimension on every input and output) and whose

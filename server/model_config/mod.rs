@@ -27,7 +27,7 @@ pub(crate) use complete::{QueuePolicies, complete};
 pub(crate) use runtime::Runtime;
 pub(crate) use warmup::warmups;
 
-use crate::backend::Device;
+use crate::backend::{Device, SessionOptions};
 
 /// The file read from a model's directory.
 pub(crate) const CONFIG_FILE: &str = "config.pbtxt";
@@ -94,23 +94,61 @@ impl Serialize for BatchSize {
 
 impl<'de> Deserialize<'de> for BatchSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => usize::try_from(n)
-                .map(BatchSize::Fixed)
-                .map_err(|_| serde::de::Error::custom("too large")),
-            Raw::Text(t) if t == "auto" => Ok(BatchSize::Auto),
-            Raw::Text(t) => t.trim().parse().map(BatchSize::Fixed).map_err(|_| {
-                serde::de::Error::custom(format!("'{t}' is neither \"auto\" nor a number"))
-            }),
+        Ok(auto_or_number(d)?.map_or(BatchSize::Auto, BatchSize::Fixed))
+    }
+}
+
+/// How many instances a model gets when its configuration names none:
+/// picked by the server, or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceCount {
+    /// One per CPU the process may use, within a memory bound.
+    Auto,
+    /// This many.
+    Fixed(usize),
+}
+
+impl Serialize for InstanceCount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            InstanceCount::Auto => s.serialize_str("auto"),
+            InstanceCount::Fixed(n) => s.serialize_u64(*n as u64),
         }
     }
 }
+
+impl<'de> Deserialize<'de> for InstanceCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(auto_or_number(d)?.map_or(InstanceCount::Auto, InstanceCount::Fixed))
+    }
+}
+
+/// Reads a setting that is `auto` (`None`) or a number, written as a
+/// number or as text.
+fn auto_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("too large")),
+        Raw::Text(t) if t == "auto" => Ok(None),
+        Raw::Text(t) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("'{t}' is neither \"auto\" nor a number"))
+        }),
+    }
+}
+
+/// The most instances one model version may have.
+pub(crate) const MAX_INSTANCES: usize = 64;
+
+/// With automatic instances, the most memory the instances' copies of a
+/// model may take together: a model of 1 GiB or more gets one instance.
+pub(crate) const AUTO_INSTANCE_MEMORY: u64 = 1 << 30;
 
 /// The most a batch size the server picks may grow to.
 pub(crate) const AUTO_BATCH_CAP: usize = 1024;
@@ -135,7 +173,7 @@ pub(crate) struct Defaults {
     /// Requests that may wait per model version.
     pub max_queue_size: usize,
     /// Instances per model when the config names none.
-    pub instances: usize,
+    pub instances: InstanceCount,
     /// ONNX Runtime intra-op threads per instance.
     pub intra_op_threads: usize,
     /// Whether idle intra-op threads spin for work.
@@ -251,6 +289,9 @@ pub(crate) struct LoadPlan {
     pub filename: String,
     /// One device per instance to create.
     pub instances: Vec<Device>,
+    /// Whether the server chose the instances (no `instance_group`, and
+    /// `instances = auto`): [`LoadPlan::sessions`] may then load fewer.
+    automatic: bool,
     /// ONNX Runtime graph optimisation level (Triton's scale).
     pub graph_level: i32,
     /// Threads, memory and GPU provider settings.
@@ -327,13 +368,18 @@ impl LoadPlan {
                 }
             }
         }
+        let automatic = instances.is_empty() && defaults.instances == InstanceCount::Auto;
         if instances.is_empty() {
-            instances = vec![Device::Cpu; defaults.instances.max(1)];
+            let count = match defaults.instances {
+                InstanceCount::Auto => runtime::available_cpus().min(MAX_INSTANCES),
+                InstanceCount::Fixed(n) => n.max(1),
+            };
+            instances = vec![Device::Cpu; count];
         }
-        if instances.len() > 64 {
+        if instances.len() > MAX_INSTANCES {
             return Err(field_error(
                 "instance_group",
-                format!("{} instances is more than 64", instances.len()),
+                format!("{} instances is more than {MAX_INSTANCES}", instances.len()),
             ));
         }
         let graph_level = config
@@ -341,10 +387,11 @@ impl LoadPlan {
             .as_ref()
             .and_then(|o| o.graph.as_ref())
             .map_or(0, |g| g.level);
-        let runtime = runtime::runtime(config, defaults, instances.len())?;
+        let runtime = runtime::runtime(config, defaults)?;
         Ok(LoadPlan {
             filename,
             instances,
+            automatic,
             graph_level,
             runtime,
             policy: config.version_policy.clone().unwrap_or_default(),
@@ -378,6 +425,33 @@ impl LoadPlan {
                 Ok(chosen)
             }
         }
+    }
+
+    /// The sessions to load for a model file of `model_bytes` bytes: the
+    /// planned instances, or with automatic instances as many as keep
+    /// their copies of the model within [`AUTO_INSTANCE_MEMORY`] (at least
+    /// one), with automatic intra-op threads shared between those loaded.
+    pub(crate) fn sessions(&self, model_bytes: u64) -> Vec<SessionOptions> {
+        let mut devices = &self.instances[..];
+        if self.automatic {
+            let fit = AUTO_INSTANCE_MEMORY / model_bytes.max(1);
+            let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(1);
+            devices = &devices[..fit.min(devices.len())];
+        }
+        let mut threads = self.runtime.threads.clone();
+        if self.runtime.automatic_threads {
+            threads.intra_op = runtime::share(devices.len());
+        }
+        devices
+            .iter()
+            .map(|device| SessionOptions {
+                threads: threads.clone(),
+                graph_level: self.graph_level,
+                device: device.clone(),
+                memory: self.runtime.memory.clone(),
+                gpu: self.runtime.gpu.clone(),
+            })
+            .collect()
     }
 
     /// The model file of `version` under `model_dir`.

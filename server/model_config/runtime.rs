@@ -33,29 +33,32 @@ const TENSORRT: &[&str] = &[
 /// The ONNX Runtime settings of one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Runtime {
+    /// Intra-op threads 0 until the instances to load are known, when
+    /// `automatic_threads`.
     pub(crate) threads: Threads,
+    /// Whether each instance gets its share of the CPUs as intra-op
+    /// threads (asked for as 0, by the model or the server's default).
+    pub(crate) automatic_threads: bool,
     pub(crate) memory: Memory,
     pub(crate) gpu: GpuOptions,
 }
 
 /// The CPUs this process may use: the cgroup CPU quota and the affinity
 /// mask, as the standard library reads them, not the host's core count.
-fn available_cpus() -> usize {
+pub(super) fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Intra-op threads for one of `instances` instances when 0 (automatic)
 /// is asked for: its share of the available CPUs, at least one.
-fn share(instances: usize) -> usize {
+pub(super) fn share(instances: usize) -> usize {
     (available_cpus() / instances.max(1)).max(1)
 }
 
-/// Reads `config`'s parameters over `defaults`, for a model with
-/// `instances` instances.
+/// Reads `config`'s parameters over `defaults`.
 pub(crate) fn runtime(
     config: &ModelConfig,
     defaults: &Defaults,
-    instances: usize,
 ) -> Result<Runtime, ModelConfigError> {
     let parameters = &config.parameters;
     if let Some(unknown) = parameters.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -72,15 +75,12 @@ pub(crate) fn runtime(
             .get(key)
             .map(|p: &ModelParameter| p.string_value.trim())
     };
+    // 0 (here as in Triton: "the runtime's choice") is this process's
+    // share of the CPUs, never ONNX Runtime's count of the host's.
+    let intra_op =
+        number(parameters, "intra_op_thread_count")?.unwrap_or(defaults.intra_op_threads);
     let threads = Threads {
-        // 0 (here as in Triton: "the runtime's choice") is this process's
-        // share of the CPUs, never ONNX Runtime's count of the host's.
-        intra_op: match number(parameters, "intra_op_thread_count")?
-            .unwrap_or(defaults.intra_op_threads)
-        {
-            0 => share(instances),
-            n => n,
-        },
+        intra_op,
         inter_op: number(parameters, "inter_op_thread_count")?.unwrap_or(0),
         parallel: match get("execution_mode") {
             None | Some("0") => false,
@@ -188,6 +188,7 @@ pub(crate) fn runtime(
         }
     }
     Ok(Runtime {
+        automatic_threads: intra_op == 0,
         threads,
         memory,
         gpu,
@@ -252,7 +253,7 @@ mod tests {
             max_queue_delay: std::time::Duration::ZERO,
             inline_threshold: std::time::Duration::ZERO,
             max_queue_size: 16,
-            instances: 1,
+            instances: crate::model_config::InstanceCount::Fixed(1),
             intra_op_threads: 3,
             spinning: false,
             shrink_arena: true,
@@ -278,7 +279,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let r = runtime(&c.config, &defaults(), 1).unwrap();
+        let r = runtime(&c.config, &defaults()).unwrap();
         assert_eq!(r.threads.intra_op, 2);
         assert_eq!(r.threads.inter_op, 4);
         assert!(r.threads.parallel);
@@ -291,31 +292,30 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_server() {
-        let r = runtime(&ModelConfig::default(), &defaults(), 1).unwrap();
+        let r = runtime(&ModelConfig::default(), &defaults()).unwrap();
         assert_eq!(r.threads.intra_op, 3);
         assert!(!r.threads.parallel && !r.threads.spinning);
         assert!(r.memory.arena && r.memory.pattern && r.memory.shrink_after_run);
     }
 
     #[test]
-    fn automatic_threads_share_the_available_cpus_between_instances() {
+    fn zero_threads_are_automatic_from_the_server_or_the_model() {
+        let r = runtime(&ModelConfig::default(), &defaults()).unwrap();
+        assert!(!r.automatic_threads);
         let auto = Defaults {
             intra_op_threads: 0,
             ..defaults()
         };
-        let cpus = available_cpus();
-        let one = runtime(&ModelConfig::default(), &auto, 1).unwrap();
-        assert_eq!(one.threads.intra_op, cpus);
-        let many = runtime(&ModelConfig::default(), &auto, cpus * 2).unwrap();
-        assert_eq!(many.threads.intra_op, 1, "at least one each");
+        assert!(
+            runtime(&ModelConfig::default(), &auto)
+                .unwrap()
+                .automatic_threads
+        );
         // Triton's "0" means the same, not the host's core count.
         let c =
             parse(r#"parameters { key: "intra_op_thread_count" value: { string_value: "0" } }"#)
                 .unwrap();
-        assert_eq!(
-            runtime(&c.config, &defaults(), 1).unwrap().threads.intra_op,
-            cpus
-        );
+        assert!(runtime(&c.config, &defaults()).unwrap().automatic_threads);
     }
 
     #[test]
@@ -347,7 +347,7 @@ mod tests {
             ),
         ] {
             let c = parse(text).unwrap();
-            let e = runtime(&c.config, &defaults(), 1).unwrap_err().to_string();
+            let e = runtime(&c.config, &defaults()).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
     }

@@ -14,7 +14,7 @@ fn defaults() -> Defaults {
         max_queue_delay: Duration::from_micros(100),
         inline_threshold: Duration::ZERO,
         max_queue_size: 50,
-        instances: 2,
+        instances: crate::model_config::InstanceCount::Fixed(2),
         intra_op_threads: 1,
         spinning: false,
         shrink_arena: true,
@@ -107,6 +107,45 @@ fn unknown_fields_fail_naming_the_field() {
     assert!(e.to_string().contains("TYPE_FLOAT"), "{e}");
     let e = parse("input [ { name: \"x\", reshape: { shape: [1] } } ]").unwrap_err();
     assert!(e.to_string().contains("reshape"), "{e}");
+}
+
+#[test]
+fn automatic_instances_run_one_per_cpu_within_the_memory_bound() {
+    let auto = Defaults {
+        instances: InstanceCount::Auto,
+        intra_op_threads: 0,
+        ..defaults()
+    };
+    let cpus = runtime::available_cpus();
+    let plan = LoadPlan::new(None, &auto).unwrap();
+    let small = plan.sessions(1 << 20);
+    assert_eq!(small.len(), cpus, "one instance per CPU");
+    assert!(
+        small.iter().all(|s| s.threads.intra_op == 1),
+        "one thread each"
+    );
+    // A model too large to copy once per CPU: as many as fit, sharing the
+    // CPUs between them.
+    let large = plan.sessions(AUTO_INSTANCE_MEMORY / 2 + 1);
+    assert_eq!(large.len(), 1);
+    assert_eq!(large[0].threads.intra_op, cpus);
+    assert_eq!(
+        plan.sessions(4 * AUTO_INSTANCE_MEMORY).len(),
+        1,
+        "at least one"
+    );
+    // Instances the configuration names are loaded whatever the size.
+    let written = parse("instance_group [ { count: 3, kind: KIND_CPU } ]").unwrap();
+    let named = LoadPlan::new(Some(&written), &auto).unwrap();
+    let sessions = named.sessions(4 * AUTO_INSTANCE_MEMORY);
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(sessions[0].threads.intra_op, (cpus / 3).max(1));
+    // A fixed default count is kept too, with its share of the CPUs.
+    let fixed = LoadPlan::new(None, &defaults())
+        .unwrap()
+        .sessions(4 * AUTO_INSTANCE_MEMORY);
+    assert_eq!(fixed.len(), 2);
+    assert_eq!(fixed[0].threads.intra_op, 1, "the server's fixed default");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use ort::environment::Environment;
 
 use super::version::LoadedVersion;
 use super::{LoadError, LoadOptions};
-use crate::backend::{Instance, ModelSource, SessionOptions};
+use crate::backend::{Instance, ModelSource};
 use crate::model_config::{self, LoadPlan, Written};
 use crate::scheduler::{Observer, Scheduler};
 use crate::stats::VersionStats;
@@ -56,17 +56,11 @@ impl VersionLoad {
             source,
         };
         let defaults = &options.defaults;
-        let mut instances = Vec::with_capacity(plan.instances.len());
-        let mut devices = Vec::with_capacity(plan.instances.len());
-        for device in &plan.instances {
-            let session = SessionOptions {
-                threads: plan.runtime.threads.clone(),
-                graph_level: plan.graph_level,
-                device: device.clone(),
-                memory: plan.runtime.memory.clone(),
-                gpu: plan.runtime.gpu.clone(),
-            };
-            let (instance, used) = Instance::load(&env, &model, &source, &session)?;
+        let sessions = plan.sessions(source.size());
+        let mut instances = Vec::with_capacity(sessions.len());
+        let mut devices = Vec::with_capacity(sessions.len());
+        for session in &sessions {
+            let (instance, used) = Instance::load(&env, &model, &source, session)?;
             instances.push(instance);
             devices.push(used);
         }
