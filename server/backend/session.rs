@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -57,9 +57,22 @@ pub struct Instance {
     /// Dropped by hand in `Drop`, so that memory can be trimmed after it.
     session: ManuallyDrop<Session>,
     spec: Arc<ModelSpec>,
-    /// Options of every run (arena shrinkage), if any.
-    run_options: Option<RunOptions>,
+    /// Options of a run that shrinks the arena afterwards, if the arena
+    /// is to be shrunk.
+    shrink: Option<RunOptions>,
+    /// The most rows (a power of two) run since the arena last shrank:
+    /// what the arena holds memory for.
+    arena_rows: usize,
+    /// When the arena last shrank.
+    shrunk: Instant,
 }
+
+/// A run of at most 1/`SHRINK_RATIO` of the rows the arena grew for gives
+/// the rest back,
+const SHRINK_RATIO: usize = 4;
+/// at most this often (batch sizes that swing under load would otherwise
+/// free and regrow the arena on every other run).
+const SHRINK_EVERY: Duration = Duration::from_secs(1);
 
 impl Drop for Instance {
     fn drop(&mut self) {
@@ -170,6 +183,7 @@ impl Instance {
                 }
             }
             if threads.intra_op > 0 {
+                builder = builder.with_independent_thread_pool().map_err(e)?;
                 builder = builder.with_intra_threads(threads.intra_op).map_err(e)?;
             }
             if threads.inter_op > 0 {
@@ -217,7 +231,7 @@ impl Instance {
             max_batch_size: 0,
             max_request_rows: 0,
         };
-        let run_options = match shrinkage(options, &device) {
+        let shrink = match shrinkage(options, &device) {
             None => None,
             Some(devices) => {
                 let mut run = RunOptions::new().map_err(|e| load_error(e.to_string()))?;
@@ -230,7 +244,9 @@ impl Instance {
             Instance {
                 session: ManuallyDrop::new(session),
                 spec: Arc::new(spec),
-                run_options,
+                shrink,
+                arena_rows: 0,
+                shrunk: Instant::now(),
             },
             device,
         ))
@@ -290,15 +306,35 @@ impl Instance {
                 batch::concat(&parts).map_err(run_error)?,
             ));
         }
+        let total_rows: usize = requests.iter().map(|r| r.batch_size.unwrap_or(1)).sum();
+        // Shrinking after every run would free and reallocate the arena's
+        // chunks each time: slower, and glibc's heaps grow ragged under
+        // the churn. The arena shrinks once a run needs much less than it
+        // grew for (after a burst of large batches), and the freed pages
+        // go back to the operating system.
+        let rows = total_rows.max(1).next_power_of_two();
+        let shrink = self
+            .shrink
+            .as_ref()
+            .filter(|_| rows.saturating_mul(SHRINK_RATIO) <= self.arena_rows)
+            .filter(|_| self.shrunk.elapsed() >= SHRINK_EVERY);
+        self.arena_rows = if shrink.is_some() {
+            self.shrunk = Instant::now();
+            rows
+        } else {
+            self.arena_rows.max(rows)
+        };
         let prepared = Instant::now();
-        let results = match &self.run_options {
+        let results = match shrink {
             Some(options) => self.session.run_with_options(values, options),
             None => self.session.run(values),
         }
         .map_err(run_error)?;
+        if shrink.is_some() {
+            release_freed_memory();
+        }
         let ran = Instant::now();
 
-        let total_rows: usize = requests.iter().map(|r| r.batch_size.unwrap_or(1)).sum();
         let mut read: Vec<Option<batch::Output<'_>>> = Vec::with_capacity(spec.outputs.len());
         for (index, output) in spec.outputs.iter().enumerate() {
             if !requests.iter().any(|r| r.outputs.contains(&index)) {
@@ -353,7 +389,7 @@ impl Instance {
     }
 }
 
-/// The arenas to shrink after each run (ONNX Runtime's
+/// The arenas a shrinking run shrinks (ONNX Runtime's
 /// `memory.enable_memory_arena_shrinkage` value), if any: only arenas that
 /// exist can be shrunk.
 fn shrinkage(options: &SessionOptions, device: &Device) -> Option<String> {
@@ -372,6 +408,22 @@ fn shrinkage(options: &SessionOptions, device: &Device) -> Option<String> {
 impl Executor for Instance {
     type Job = DecodedRequest;
     type Output = Vec<Tensor>;
+
+    /// After a burst of large batches, one small run shrinks the arena, so
+    /// the memory comes back while the model waits, not at its next
+    /// request.
+    fn idle(&mut self) {
+        if self.shrink.is_none() || self.arena_rows < SHRINK_RATIO {
+            return;
+        }
+        // Due now, however recently the arena last shrank.
+        if let Some(due) = Instant::now().checked_sub(SHRINK_EVERY) {
+            self.shrunk = self.shrunk.min(due);
+        }
+        if let Err(e) = self.warm_up() {
+            tracing::debug!(model = %self.spec.name, "no idle run to shrink the arena: {e}");
+        }
+    }
 
     fn execute(
         &mut self,

@@ -23,6 +23,11 @@ pub trait Executor: Send + 'static {
         jobs: &[&Self::Job],
         max_rows: usize,
     ) -> Result<Executed<Self::Output>, ExecError>;
+
+    /// Called when the worker runs out of work after running batches,
+    /// before it waits: the moment to give back memory the last batches
+    /// needed and the next ones may not.
+    fn idle(&mut self) {}
 }
 
 /// The outcome of one execution.

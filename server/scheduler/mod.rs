@@ -460,6 +460,10 @@ enum Wake {
     All,
 }
 
+/// How long a worker waits for work before telling its executor it is
+/// idle.
+const TIDY_AFTER: Duration = Duration::from_millis(500);
+
 /// Requests taken out of the queue to run together.
 type Batch<J, O> = Vec<queue::Queued<Job<J, O>>>;
 
@@ -467,7 +471,7 @@ type Batch<J, O> = Vec<queue::Queued<Job<J, O>>>;
 /// the scheduler is dropped and the queue is empty. Returns the batch and
 /// the rows per execution for a request larger than a batch. `ran` frees
 /// the instance from the batch it ran before.
-fn next_batch<J, O>(
+fn next_batch<J: Send + 'static, O: Send + 'static>(
     shared: &Shared<J, O>,
     instance: usize,
     ran: bool,
@@ -479,6 +483,8 @@ fn next_batch<J, O>(
             finished: Instant::now(),
         };
     }
+    // Whether the executor has run since it was last told it is idle.
+    let mut worked = ran;
     loop {
         if state.queue.is_empty() && state.closed {
             return None;
@@ -512,6 +518,33 @@ fn next_batch<J, O>(
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 state.sleeping -= 1;
+            }
+            // Out of work after running batches: once no work came for a
+            // while, the executor may give back what the batches needed
+            // (not at once, or a closed-loop load would pay for it on
+            // every round trip).
+            Decision::Idle if worked => {
+                state.sleeping += 1;
+                let (guard, waited) = shared
+                    .wake
+                    .wait_timeout(state, TIDY_AFTER)
+                    .unwrap_or_else(|p| p.into_inner());
+                state = guard;
+                state.sleeping -= 1;
+                if waited.timed_out() && state.queue.is_empty() && !state.instances[instance].busy {
+                    worked = false;
+                    state.instances[instance].busy = true;
+                    drop(state);
+                    if let Some(executor) = shared.instances[instance]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_mut()
+                    {
+                        executor.idle();
+                    }
+                    state = shared.lock();
+                    state.instances[instance].busy = false;
+                }
             }
             Decision::Idle => {
                 state.sleeping += 1;
