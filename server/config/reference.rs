@@ -13,7 +13,8 @@ pub fn reference() -> String {
             "| [`{key}`](#{key}) | `{flag} {value}` | `{env}` | `{default}` |\n",
             key = s.key,
             flag = s.flag(),
-            value = s.value,
+            // A bare `|` would end the table cell, even in code.
+            value = s.value.replace('|', "\\|"),
             env = s.env(),
             default = s.default,
         ));
