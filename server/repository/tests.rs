@@ -21,7 +21,7 @@ fn defaults() -> Defaults {
         max_queue_delay: std::time::Duration::ZERO,
         inline_threshold: std::time::Duration::from_micros(100),
         max_queue_size: 16,
-        instances: 1,
+        instances: crate::model_config::InstanceCount::Fixed(1),
         intra_op_threads: 1,
         spinning: false,
         shrink_arena: true,
