@@ -5,6 +5,7 @@
 //! it is driven from a thread the scheduler owns, never from the async
 //! runtime, because `Session::run` blocks and takes `&mut self`.
 
+mod arena;
 mod batch;
 mod options;
 mod providers;

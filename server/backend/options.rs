@@ -31,9 +31,11 @@ pub struct Memory {
     /// Pre-plan allocations from the first run's shapes
     /// (`enable_mem_pattern`).
     pub pattern: bool,
-    /// Give the arena's unused chunks back after each run
-    /// (`memory.enable_memory_arena_shrinkage`): resident memory falls
-    /// back after a burst of large batches instead of staying at its peak.
+    /// Give the arena's unused chunks back once runs need much less than
+    /// it grew for, and when the instance goes idle
+    /// (`memory.enable_memory_arena_shrinkage`; see `arena.rs`): resident
+    /// memory falls back after a burst of large batches instead of staying
+    /// at its peak.
     pub shrink_after_run: bool,
 }
 

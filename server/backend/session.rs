@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
 use ort::value::{DynTensor, ValueType};
 
+use super::arena::Arena;
 use super::options::SessionOptions;
 use super::providers::{self, Device};
 use super::types::datatype_of;
@@ -60,19 +61,9 @@ pub struct Instance {
     /// Options of a run that shrinks the arena afterwards, if the arena
     /// is to be shrunk.
     shrink: Option<RunOptions>,
-    /// The most rows (a power of two) run since the arena last shrank:
-    /// what the arena holds memory for.
-    arena_rows: usize,
-    /// When the arena last shrank.
-    shrunk: Instant,
+    /// When the arena next shrinks.
+    arena: Arena,
 }
-
-/// A run of at most 1/`SHRINK_RATIO` of the rows the arena grew for gives
-/// the rest back,
-const SHRINK_RATIO: usize = 4;
-/// at most this often (batch sizes that swing under load would otherwise
-/// free and regrow the arena on every other run).
-const SHRINK_EVERY: Duration = Duration::from_secs(1);
 
 impl Drop for Instance {
     fn drop(&mut self) {
@@ -245,8 +236,7 @@ impl Instance {
                 session: ManuallyDrop::new(session),
                 spec: Arc::new(spec),
                 shrink,
-                arena_rows: 0,
-                shrunk: Instant::now(),
+                arena: Arena::new(Instant::now()),
             },
             device,
         ))
@@ -307,23 +297,10 @@ impl Instance {
             ));
         }
         let total_rows: usize = requests.iter().map(|r| r.batch_size.unwrap_or(1)).sum();
-        // Shrinking after every run would free and reallocate the arena's
-        // chunks each time: slower, and glibc's heaps grow ragged under
-        // the churn. The arena shrinks once a run needs much less than it
-        // grew for (after a burst of large batches), and the freed pages
-        // go back to the operating system.
-        let rows = total_rows.max(1).next_power_of_two();
         let shrink = self
             .shrink
             .as_ref()
-            .filter(|_| rows.saturating_mul(SHRINK_RATIO) <= self.arena_rows)
-            .filter(|_| self.shrunk.elapsed() >= SHRINK_EVERY);
-        self.arena_rows = if shrink.is_some() {
-            self.shrunk = Instant::now();
-            rows
-        } else {
-            self.arena_rows.max(rows)
-        };
+            .filter(|_| self.arena.shrink_after(total_rows, started));
         let prepared = Instant::now();
         let results = match shrink {
             Some(options) => self.session.run_with_options(values, options),
@@ -413,13 +390,10 @@ impl Executor for Instance {
     /// the memory comes back while the model waits, not at its next
     /// request.
     fn idle(&mut self) {
-        if self.shrink.is_none() || self.arena_rows < SHRINK_RATIO {
+        if self.shrink.is_none() || !self.arena.holds_more_than_one_row_needs() {
             return;
         }
-        // Due now, however recently the arena last shrank.
-        if let Some(due) = Instant::now().checked_sub(SHRINK_EVERY) {
-            self.shrunk = self.shrunk.min(due);
-        }
+        self.arena.make_due(Instant::now());
         if let Err(e) = self.warm_up() {
             tracing::debug!(model = %self.spec.name, "no idle run to shrink the arena: {e}");
         }

@@ -21,9 +21,15 @@ struct Fake {
     dropped: Arc<Mutex<bool>>,
     /// The chunk size of every execution.
     chunks: Arc<Mutex<Vec<usize>>>,
+    /// How often it was told it is idle.
+    idles: Arc<Mutex<usize>>,
 }
 
 impl Executor for Fake {
+    fn idle(&mut self) {
+        *self.idles.lock().unwrap() += 1;
+    }
+
     type Job = Job;
     type Output = String;
 
@@ -83,6 +89,7 @@ struct Harness {
     recorder: Arc<Recorder>,
     dropped: Arc<Mutex<bool>>,
     chunks: Arc<Mutex<Vec<usize>>>,
+    idles: Arc<Mutex<usize>>,
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -107,11 +114,13 @@ impl Harness {
             max_queue_delay: Duration::ZERO,
         };
         let chunks = Arc::new(Mutex::new(Vec::new()));
+        let idles = Arc::new(Mutex::new(0));
         let fake = Fake {
             started: started_tx,
             permits: permits_rx,
             dropped: Arc::clone(&dropped),
             chunks: Arc::clone(&chunks),
+            idles: Arc::clone(&idles),
         };
         let observer: Arc<dyn Observer> = recorder.clone();
         let settings = SchedulerSettings {
@@ -128,6 +137,7 @@ impl Harness {
             recorder,
             dropped,
             chunks,
+            idles,
         }
     }
 
@@ -170,6 +180,33 @@ impl Harness {
     fn finish_one(&self) {
         self.permits.send(()).unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_worker_out_of_work_tells_its_executor_once_after_a_pause() {
+    let h = Harness::new(4, 8);
+    let idles = || *h.idles.lock().unwrap();
+    std::thread::sleep(TIDY_AFTER * 2);
+    assert_eq!(idles(), 0, "nothing ran: nothing to give back");
+    let a = h.submit("a").unwrap();
+    h.finish_one();
+    assert_eq!(a.await.unwrap().output, "A");
+    // Work that comes back at once finds the executor as it was.
+    let b = h.submit("b").unwrap();
+    h.finish_one();
+    assert_eq!(b.await.unwrap().output, "B");
+    assert_eq!(idles(), 0, "not between runs");
+    let deadline = std::time::Instant::now() + WAIT;
+    while idles() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(idles(), 1, "told once the pause is long enough");
+    std::thread::sleep(TIDY_AFTER * 2);
+    assert_eq!(idles(), 1, "once per spell of work");
+    // The idle executor still serves.
+    let c = h.submit("c").unwrap();
+    h.finish_one();
+    assert_eq!(c.await.unwrap().output, "C");
 }
 
 #[tokio::test]
