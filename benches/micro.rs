@@ -101,6 +101,7 @@ fn overload(c: &mut Criterion) {
                 capacities: vec![len],
                 auto: None,
                 inline_below: None,
+                adaptive_instances: false,
             },
             Arc::new(Unobserved),
         )

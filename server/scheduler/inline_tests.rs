@@ -33,6 +33,15 @@ fn scheduler(
     took: Duration,
     inline_below: Option<Duration>,
 ) -> Scheduler<u32, (u32, ThreadId)> {
+    scheduler_with(instances, took, inline_below, false)
+}
+
+fn scheduler_with(
+    instances: usize,
+    took: Duration,
+    inline_below: Option<Duration>,
+    adaptive_instances: bool,
+) -> Scheduler<u32, (u32, ThreadId)> {
     let settings = SchedulerSettings {
         policy: BatchPolicy {
             max_batch_size: 8,
@@ -42,6 +51,7 @@ fn scheduler(
         capacities: vec![16],
         auto: None,
         inline_below,
+        adaptive_instances,
     };
     let executors = (0..instances).map(|_| Quick { took }).collect();
     Scheduler::start("inline", executors, settings, Arc::new(Unobserved)).unwrap()
@@ -187,6 +197,7 @@ async fn a_panic_inline_costs_the_request_not_the_model() {
         capacities: vec![4],
         auto: None,
         inline_below: Some(Duration::from_micros(100)),
+        adaptive_instances: false,
     };
     let scheduler = Scheduler::start("flaky", vec![Flaky], settings, Arc::new(Unobserved)).unwrap();
     let submit = |job| {
@@ -199,4 +210,48 @@ async fn a_panic_inline_costs_the_request_not_the_model() {
     let failed = submit(13).await.unwrap_err();
     assert!(matches!(failed, SchedulerError::Failed(_)), "{failed:?}");
     assert_eq!(submit(2).await.unwrap().output, 2);
+}
+
+/// The instances that served a steady load of 8 requests at a time for
+/// `for_how_long`.
+async fn instances_used(
+    scheduler: &Scheduler<u32, (u32, ThreadId)>,
+    for_how_long: Duration,
+) -> Vec<usize> {
+    let until = Instant::now() + for_how_long;
+    let mut used = Vec::new();
+    while Instant::now() < until {
+        let tickets: Vec<_> = (0..8)
+            .map(|j| scheduler.submit(j, 1, Box::new([0]), 0, None).unwrap())
+            .collect();
+        for ticket in tickets {
+            let instance = ticket.await.unwrap().instance;
+            if !used.contains(&instance) {
+                used.push(instance);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    used.sort_unstable();
+    used
+}
+
+#[tokio::test]
+async fn instances_the_server_chose_take_work_only_when_the_active_ones_are_saturated() {
+    // Executions that take no time: one instance does it all.
+    let short = scheduler_with(3, Duration::from_micros(1), None, true);
+    assert_eq!(
+        instances_used(&short, Duration::from_millis(700)).await,
+        [0]
+    );
+    // Executions claiming far more time than passes: every instance joins.
+    let long = scheduler_with(3, Duration::from_millis(50), None, true);
+    assert_eq!(
+        instances_used(&long, Duration::from_millis(1500)).await,
+        [0, 1, 2]
+    );
+    // Named instances all take work whatever the load.
+    let named = scheduler_with(3, Duration::from_micros(1), None, false);
+    let used = instances_used(&named, Duration::from_millis(700)).await;
+    assert!(used.len() > 1, "{used:?}");
 }

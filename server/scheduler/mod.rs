@@ -22,6 +22,7 @@ mod executor;
 mod policy;
 mod queue;
 mod run;
+mod spread;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,7 @@ pub use autobatch::{AutoBatch, AutoBatchSettings};
 pub use executor::{ComputeTimes, ExecError, Executed, Executor, Observer, Served, Unobserved};
 pub use policy::{BatchPolicy, Decision, Waiting};
 pub use queue::{Queue, Queued, SlotId};
+use spread::Spread;
 
 /// Why a request was not queued, or not answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +73,8 @@ struct State<J, O> {
     sizer: Option<AutoBatch>,
     /// Each instance's state, by index.
     instances: Vec<InstanceState>,
+    /// How many instances take work (the first ones).
+    spread: Spread,
     /// Workers waiting on `Shared::wake`. Counted under the lock, so a
     /// submitter that sees none knows every worker will look at the queue
     /// before it sleeps, and skips the wake-up (a system call even when
@@ -122,6 +126,10 @@ pub struct SchedulerSettings {
     /// always queues. The submitting thread is an async runtime's, so this
     /// stays well below a millisecond.
     pub inline_below: Option<Duration>,
+    /// Start work on one instance and let more take it only while the
+    /// active ones are saturated (`spread.rs`), for instances the server
+    /// chose; otherwise every instance takes work.
+    pub adaptive_instances: bool,
 }
 
 /// How many of its recent executions' time an instance must have been idle
@@ -135,6 +143,8 @@ type Instance<J, O> = Mutex<Option<Box<dyn Executor<Job = J, Output = O>>>>;
 struct Shared<J, O> {
     state: Mutex<State<J, O>>,
     wake: Condvar,
+    /// Where the workers of instances that take no work wait.
+    park: Condvar,
     policy: BatchPolicy,
     capacities: Vec<usize>,
     observer: Arc<dyn Observer>,
@@ -210,9 +220,11 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
                     };
                     count
                 ],
+                spread: Spread::new(count, settings.adaptive_instances, Instant::now()),
                 sleeping: 0,
             }),
             wake: Condvar::new(),
+            park: Condvar::new(),
             policy: settings.policy,
             capacities,
             observer,
@@ -346,7 +358,8 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
         // An instance idle for several executions' time: the model is
         // lightly used, so this thread is not needed for other requests
         // (under load, gaps between executions are short).
-        let instance = state.instances.iter().position(|i| {
+        let active = state.spread.active();
+        let instance = state.instances[..active].iter().position(|i| {
             !i.busy && now.saturating_duration_since(i.finished) >= execution * IDLE_EXECUTIONS
         })?;
         let limit = state.limit(&self.shared.policy);
@@ -407,6 +420,8 @@ impl<J, O> Drop for Scheduler<J, O> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
+        // Every worker helps drain the queue, then stops.
+        self.shared.park.notify_all();
     }
 }
 
@@ -489,6 +504,17 @@ fn next_batch<J: Send + 'static, O: Send + 'static>(
         if state.queue.is_empty() && state.closed {
             return None;
         }
+        if instance >= state.spread.active() && !state.closed {
+            // Not needed for now: parked where submitters' wake-ups do not
+            // reach, until the active instances are saturated.
+            let (guard, idle) = wait(state, &shared.park, worked, false);
+            state = guard;
+            if idle {
+                worked = false;
+                state = tidy(shared, state, instance);
+            }
+            continue;
+        }
         let now = Instant::now();
         let limit = state.limit(&shared.policy);
         let decision = match state.instances[instance].busy {
@@ -524,35 +550,66 @@ fn next_batch<J: Send + 'static, O: Send + 'static>(
             // (not at once, or a closed-loop load would pay for it on
             // every round trip).
             Decision::Idle if worked => {
-                state.sleeping += 1;
-                let (guard, waited) = shared
-                    .wake
-                    .wait_timeout(state, TIDY_AFTER)
-                    .unwrap_or_else(|p| p.into_inner());
+                let (guard, idle) = wait(state, &shared.wake, true, true);
                 state = guard;
-                state.sleeping -= 1;
-                if waited.timed_out() && state.queue.is_empty() && !state.instances[instance].busy {
+                if idle && state.queue.is_empty() && !state.instances[instance].busy {
                     worked = false;
-                    state.instances[instance].busy = true;
-                    drop(state);
-                    if let Some(executor) = shared.instances[instance]
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_mut()
-                    {
-                        executor.idle();
-                    }
-                    state = shared.lock();
-                    state.instances[instance].busy = false;
+                    state = tidy(shared, state, instance);
                 }
             }
-            Decision::Idle => {
-                state.sleeping += 1;
-                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-                state.sleeping -= 1;
-            }
+            Decision::Idle => state = wait(state, &shared.wake, false, true).0,
         }
     }
+}
+
+/// Waits on `condvar` (counted as sleeping if `counted`), for at most
+/// [`TIDY_AFTER`] if `timed`; returns the lock and whether the wait timed
+/// out.
+fn wait<'a, J, O>(
+    mut state: MutexGuard<'a, State<J, O>>,
+    condvar: &Condvar,
+    timed: bool,
+    counted: bool,
+) -> (MutexGuard<'a, State<J, O>>, bool) {
+    if counted {
+        state.sleeping += 1;
+    }
+    let (mut state, timed_out) = if timed {
+        let (state, waited) = condvar
+            .wait_timeout(state, TIDY_AFTER)
+            .unwrap_or_else(|p| p.into_inner());
+        (state, waited.timed_out())
+    } else {
+        (
+            condvar.wait(state).unwrap_or_else(|p| p.into_inner()),
+            false,
+        )
+    };
+    if counted {
+        state.sleeping -= 1;
+    }
+    (state, timed_out)
+}
+
+/// Tells `instance`'s executor it is idle, with the lock released and the
+/// instance marked busy meanwhile (so no caller runs on it inline).
+fn tidy<'a, J: Send + 'static, O: Send + 'static>(
+    shared: &'a Shared<J, O>,
+    mut state: MutexGuard<'a, State<J, O>>,
+    instance: usize,
+) -> MutexGuard<'a, State<J, O>> {
+    state.instances[instance].busy = true;
+    drop(state);
+    if let Some(executor) = shared.instances[instance]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+    {
+        executor.idle();
+    }
+    let mut state = shared.lock();
+    state.instances[instance].busy = false;
+    state
 }
 
 /// The worker thread of `instance`: runs batches until the scheduler is

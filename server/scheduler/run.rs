@@ -72,7 +72,8 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
 }
 
 /// Feeds an execution's time to the moving average that decides inline
-/// runs and, if the server picks the batch size, to the batch sizer.
+/// runs, to the count of instances that take work, and, if the server
+/// picks the batch size, to the batch sizer.
 fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTimes) {
     // A chunked request: each run is one execution of its share.
     let total = times.input + times.infer + times.output;
@@ -86,17 +87,24 @@ fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTi
         _ => average - average / 8 + sample / 8,
     };
     shared.execution_ns.store(next.max(1), Ordering::Relaxed);
-    let changed = {
+    let (changed, more) = {
         let mut state = shared.lock();
-        let Some(sizer) = state.sizer.as_mut() else {
-            return;
-        };
+        let before = state.spread.active();
+        let more = state
+            .spread
+            .record(total, Instant::now())
+            .is_some_and(|active| active > before);
         let mut changed = None;
-        for _ in 0..runs.min(64) {
-            changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
+        if let Some(sizer) = state.sizer.as_mut() {
+            for _ in 0..runs.min(64) {
+                changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
+            }
         }
-        changed
+        (changed, more)
     };
+    if more {
+        shared.park.notify_all();
+    }
     if let Some(limit) = changed {
         shared.observer.batch_limit(limit);
         // A larger limit may make a waiting batch complete.

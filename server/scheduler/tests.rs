@@ -128,6 +128,7 @@ impl Harness {
             capacities,
             auto,
             inline_below: None,
+            adaptive_instances: false,
         };
         let scheduler = Scheduler::start("test", vec![fake], settings, observer).unwrap();
         Harness {
