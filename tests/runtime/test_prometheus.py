@@ -366,6 +366,10 @@ def prometheus(rule_file):
     # The intent model answers its repeated requests from the response
     # cache (the cache panel's hit ratio).
     (Path(repo.name) / "intent" / "config.pbtxt").write_text("response_cache { enable: true }\n")
+    # One spin instance, so that spin requests queue behind one another
+    # (the latency and queue-time alerts); with instances the server picks,
+    # a second instance would take work as soon as the first is saturated.
+    (Path(repo.name) / "spin" / "config.pbtxt").write_text("instance_group [ { count: 1, kind: KIND_CPU } ]\n")
     # Relaxed readiness, so that the broken model fails to load (the
     # OxserveModelLoadFailed alert) and the others serve; explicit control,
     # so that the load can reload a model.
