@@ -232,6 +232,10 @@ impl Observer for VersionStats {
         self.metrics.batch_size_limit.set(limit as f64);
     }
 
+    fn active_instances(&self, active: usize) {
+        self.metrics.instances_active.set(active as f64);
+    }
+
     fn pending(&self, waiting: usize) {
         self.metrics.pending.set(waiting as f64);
     }

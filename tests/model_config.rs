@@ -259,6 +259,11 @@ async fn the_batch_size_the_server_picks_is_shown_and_learned() {
         model_config(c, "plain").await.unwrap().max_batch_size,
         Some(1)
     );
+    // Work starts on one instance.
+    assert_eq!(
+        server.metrics().await[r#"oxserve_instances_active{model="plain",version="1"}"#],
+        1.0
+    );
     // Many concurrent single rows: batches fill, the limit grows.
     let calls: Vec<_> = (0..400)
         .map(|_| {
@@ -276,5 +281,12 @@ async fn the_batch_size_the_server_picks_is_shown_and_learned() {
         .unwrap();
     let gauge = server.metrics().await[r#"oxserve_batch_size_limit{model="plain",version="1"}"#];
     assert_eq!(gauge, f64::from(limit), "the metric shows the same size");
+    // One instance per CPU loaded, as many taking work as the load
+    // saturated (one before any load; see the start of this test).
+    let active = server.metrics().await[r#"oxserve_instances_active{model="plain",version="1"}"#];
+    let loaded = model_config(c, "plain").await.unwrap().instance_group;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(loaded.iter().map(|g| g.count).sum::<i32>(), cpus as i32);
+    assert!((1.0..=cpus as f64).contains(&active), "{active}");
     server.stop().await.unwrap();
 }

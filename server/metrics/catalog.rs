@@ -41,6 +41,9 @@ pub(crate) mod names {
     /// The batch size batches are formed with: configured, or picked by
     /// the server (`max_batch_size = auto`).
     pub(crate) const BATCH_SIZE_LIMIT: &str = "oxserve_batch_size_limit";
+    /// Instances taking work: all of them, or as many as the load needs
+    /// when the server chose them (`instances = auto`).
+    pub(crate) const INSTANCES_ACTIVE: &str = "oxserve_instances_active";
     /// Time the last load of a version took (`nv_model_load_duration_secs`).
     pub(crate) const MODEL_LOAD_DURATION: &str = "oxserve_model_load_duration_seconds";
     /// 1 for the state a version is in, 0 for the others.
@@ -184,6 +187,12 @@ pub(super) const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         Some(Unit::Count),
         "The batch size batches are formed with: configured, or picked by the server from execution times.",
+    ),
+    (
+        names::INSTANCES_ACTIVE,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Instances taking work: every instance, or as many as the load saturates when the server chose them.",
     ),
     (
         names::MODEL_LOAD_DURATION,

@@ -161,6 +161,7 @@ impl Metrics {
             compute_output: histogram(names::COMPUTE_OUTPUT_DURATION),
             batch_size: histogram(names::BATCH_SIZE),
             batch_size_limit: gauge(names::BATCH_SIZE_LIMIT),
+            instances_active: gauge(names::INSTANCES_ACTIVE),
             cache_hits: counter(names::CACHE_HITS),
             cache_misses: counter(names::CACHE_MISSES),
         }
@@ -433,6 +434,7 @@ pub(crate) struct VersionMetrics {
     pub(crate) compute_output: Histogram,
     pub(crate) batch_size: Histogram,
     pub(crate) batch_size_limit: Gauge,
+    pub(crate) instances_active: Gauge,
     pub(crate) cache_hits: Counter,
     pub(crate) cache_misses: Counter,
 }
@@ -454,6 +456,7 @@ impl Default for VersionMetrics {
             compute_output: Histogram::noop(),
             batch_size: Histogram::noop(),
             batch_size_limit: Gauge::noop(),
+            instances_active: Gauge::noop(),
             cache_hits: Counter::noop(),
             cache_misses: Counter::noop(),
         }

@@ -86,6 +86,8 @@ pub trait Observer: Send + Sync + 'static {
     fn executed(&self, requests: usize, rows: usize, runs: usize, times: ComputeTimes);
     /// The batch limit changed (the server picks the batch size).
     fn batch_limit(&self, _limit: usize) {}
+    /// The number of instances taking work changed (and once at start).
+    fn active_instances(&self, _active: usize) {}
 }
 
 /// An observer that records nothing.

@@ -208,6 +208,8 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
                 .as_ref()
                 .map_or(settings.policy.max_batch_size, AutoBatch::limit),
         );
+        let spread = Spread::new(count, settings.adaptive_instances, Instant::now());
+        observer.active_instances(spread.active());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: Queue::with_levels(capacities.len()),
@@ -220,7 +222,7 @@ impl<J: Send + 'static, O: Send + 'static> Scheduler<J, O> {
                     };
                     count
                 ],
-                spread: Spread::new(count, settings.adaptive_instances, Instant::now()),
+                spread,
                 sleeping: 0,
             }),
             wake: Condvar::new(),

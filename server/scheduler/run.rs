@@ -87,23 +87,24 @@ fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTi
         _ => average - average / 8 + sample / 8,
     };
     shared.execution_ns.store(next.max(1), Ordering::Relaxed);
-    let (changed, more) = {
+    let (changed, active, more) = {
         let mut state = shared.lock();
         let before = state.spread.active();
-        let more = state
-            .spread
-            .record(total, Instant::now())
-            .is_some_and(|active| active > before);
+        let active = state.spread.record(total, Instant::now());
+        let more = active.is_some_and(|active| active > before);
         let mut changed = None;
         if let Some(sizer) = state.sizer.as_mut() {
             for _ in 0..runs.min(64) {
                 changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
             }
         }
-        (changed, more)
+        (changed, active, more)
     };
     if more {
         shared.park.notify_all();
+    }
+    if let Some(active) = active {
+        shared.observer.active_instances(active);
     }
     if let Some(limit) = changed {
         shared.observer.batch_limit(limit);
