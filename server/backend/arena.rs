@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// A run of at most 1/`RATIO` of the rows the arena grew for gives the
 /// rest back,
-pub(super) const RATIO: usize = 4;
+const RATIO: usize = 4;
 /// at most this often (batch sizes that swing under load would otherwise
 /// free and regrow the arena on every other run).
 const EVERY: Duration = Duration::from_secs(1);

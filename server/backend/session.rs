@@ -174,7 +174,6 @@ impl Instance {
                 }
             }
             if threads.intra_op > 0 {
-                builder = builder.with_independent_thread_pool().map_err(e)?;
                 builder = builder.with_intra_threads(threads.intra_op).map_err(e)?;
             }
             if threads.inter_op > 0 {

@@ -129,10 +129,11 @@ impl Config {
                 format!("{} is outside 1..=1000000", self.max_queue_size),
             );
         }
+        let max_instances = crate::model_config::MAX_INSTANCES;
         if let InstanceCount::Fixed(n) = self.instances
-            && !(1..=crate::model_config::MAX_INSTANCES).contains(&n)
+            && !(1..=max_instances).contains(&n)
         {
-            return invalid("instances", format!("{n} is outside 1..=64"));
+            return invalid("instances", format!("{n} is outside 1..={max_instances}"));
         }
         let batch_cap = match self.max_batch_size {
             BatchSize::Auto => crate::model_config::AUTO_BATCH_CAP,

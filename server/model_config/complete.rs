@@ -13,8 +13,8 @@ use oxserve_proto::inference::{
 };
 
 use super::{
-    AUTO_BATCH_CAP, BatchSize, Defaults, InstanceCount, MODEL_FILE, ModelConfigError, PLATFORM,
-    Written, field_error,
+    AUTO_BATCH_CAP, BatchSize, Defaults, MODEL_FILE, ModelConfigError, PLATFORM, Written,
+    field_error, server_picks_instances,
 };
 use crate::backend::Device;
 use crate::scheduler::BatchPolicy;
@@ -249,8 +249,7 @@ pub(crate) fn complete(
         inline_below: Some(defaults.inline_threshold).filter(|t| !t.is_zero()),
         // Instances the server chose take work as the load needs them;
         // instances the configuration names all take work, as in Triton.
-        adaptive_instances: config.instance_group.is_empty()
-            && defaults.instances == InstanceCount::Auto,
+        adaptive_instances: server_picks_instances(&config, defaults),
     };
     let response_cache = config.response_cache.as_ref().is_some_and(|c| c.enable);
 

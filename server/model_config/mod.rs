@@ -143,6 +143,12 @@ fn auto_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize
     }
 }
 
+/// Whether the server picks a model's instances: its configuration names
+/// none and the server's `instances` is `auto`.
+pub(crate) fn server_picks_instances(config: &ModelConfig, defaults: &Defaults) -> bool {
+    config.instance_group.is_empty() && defaults.instances == InstanceCount::Auto
+}
+
 /// The most instances one model version may have.
 pub(crate) const MAX_INSTANCES: usize = 64;
 
@@ -368,7 +374,7 @@ impl LoadPlan {
                 }
             }
         }
-        let automatic = instances.is_empty() && defaults.instances == InstanceCount::Auto;
+        let automatic = server_picks_instances(config, defaults);
         if instances.is_empty() {
             let count = match defaults.instances {
                 InstanceCount::Auto => runtime::available_cpus().min(MAX_INSTANCES),
