@@ -51,7 +51,7 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
             shared
                 .observer
                 .executed(replies.len(), rows, runs, done.times);
-            learn(shared, rows, runs, done.times);
+            let times = done.times;
             for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
                 // The caller may have gone meanwhile; nobody is left to tell.
                 let _ = reply.send(Ok(Served {
@@ -62,6 +62,10 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
                     instance,
                 }));
             }
+            // The instance was taken for this batch from `started` until
+            // now: the model's time and everything around it that an
+            // execution costs (its inputs' accounting, the answers).
+            learn(shared, rows, runs, times, started.elapsed());
         }
         Err(error) => {
             for (reply, _) in replies {
@@ -72,9 +76,18 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
 }
 
 /// Feeds an execution's time to the moving average that decides inline
-/// runs, to the count of instances that take work, and, if the server
-/// picks the batch size, to the batch sizer.
-fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTimes) {
+/// runs and to the count of instances that take work, and, if the server
+/// picks the batch size, the time the instance was `occupied` to the batch
+/// sizer: what a batch costs the server is the model's time plus a share
+/// of each execution's fixed cost around it, which bigger batches amortise
+/// too.
+fn learn<J, O>(
+    shared: &Shared<J, O>,
+    rows: usize,
+    runs: usize,
+    times: ComputeTimes,
+    occupied: std::time::Duration,
+) {
     // A chunked request: each run is one execution of its share.
     let total = times.input + times.infer + times.output;
     let per_run = total / u32::try_from(runs).unwrap_or(u32::MAX);
@@ -94,6 +107,7 @@ fn learn<J, O>(shared: &Shared<J, O>, rows: usize, runs: usize, times: ComputeTi
         let more = active.is_some_and(|active| active > before);
         let mut changed = None;
         if let Some(sizer) = state.sizer.as_mut() {
+            let per_run = occupied.max(total) / u32::try_from(runs).unwrap_or(u32::MAX);
             for _ in 0..runs.min(64) {
                 changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
             }

@@ -23,6 +23,8 @@ struct Fake {
     chunks: Arc<Mutex<Vec<usize>>>,
     /// How often it was told it is idle.
     idles: Arc<Mutex<usize>>,
+    /// The model time it reports per row (none by default).
+    per_row: Duration,
 }
 
 impl Executor for Fake {
@@ -44,9 +46,13 @@ impl Executor for Fake {
         if names.contains(&"fail") {
             return Err(ExecError("ONNX Runtime said no".into()));
         }
+        let rows = u32::try_from(names.len()).unwrap();
         Ok(Executed {
             outputs: names.iter().map(|n| n.to_uppercase()).collect(),
-            times: ComputeTimes::default(),
+            times: ComputeTimes {
+                infer: self.per_row * rows,
+                ..ComputeTimes::default()
+            },
             runs: 1,
         })
     }
@@ -104,6 +110,16 @@ impl Harness {
         capacities: Vec<usize>,
         auto: Option<AutoBatchSettings>,
     ) -> Harness {
+        Harness::reporting(max_batch_size, capacities, auto, Duration::ZERO)
+    }
+
+    /// A harness whose executor reports `per_row` of model time per row.
+    fn reporting(
+        max_batch_size: usize,
+        capacities: Vec<usize>,
+        auto: Option<AutoBatchSettings>,
+        per_row: Duration,
+    ) -> Harness {
         let (started_tx, started) = channel();
         let (permits, permits_rx) = channel();
         let dropped = Arc::new(Mutex::new(false));
@@ -121,6 +137,7 @@ impl Harness {
             dropped: Arc::clone(&dropped),
             chunks: Arc::clone(&chunks),
             idles: Arc::clone(&idles),
+            per_row,
         };
         let observer: Arc<dyn Observer> = recorder.clone();
         let settings = SchedulerSettings {
@@ -424,4 +441,39 @@ async fn a_learned_limit_starts_at_one_and_is_reported() {
     );
     assert_eq!(*h.recorder.limits.lock().unwrap(), [1]);
     assert_eq!(h.scheduler.as_ref().unwrap().batch_limit(), 1);
+}
+
+#[tokio::test]
+async fn the_sizer_charges_an_execution_the_time_its_instance_was_taken() {
+    // The executor reports model time in proportion to the rows, so by
+    // that alone batching gains nothing; but each execution holds its
+    // instance a millisecond longer than that, as a worker's hand-offs
+    // and answers do for a small model. What the instance is taken for
+    // is what batching amortises, and the limit grows.
+    let auto = AutoBatchSettings {
+        cap: 64,
+        latency_budget: Duration::from_secs(1),
+    };
+    let h = Harness::reporting(64, vec![64], Some(auto), Duration::from_micros(10));
+    let mut tickets = std::collections::VecDeque::new();
+    for _ in 0..400 {
+        // The load keeps 32 requests waiting: every limit up to 32 binds.
+        while tickets.len() < 32 {
+            tickets.push_back(h.submit("x").unwrap());
+        }
+        let batch = h.next_started();
+        std::thread::sleep(Duration::from_millis(1));
+        h.finish_one();
+        for _ in 0..batch.len() {
+            let answer: Served<String> = tickets.pop_front().unwrap().await.unwrap();
+            assert_eq!(answer.output, "X");
+        }
+        if h.scheduler.as_ref().unwrap().batch_limit() >= 8 {
+            return;
+        }
+    }
+    panic!(
+        "the limit stayed at {:?}",
+        h.recorder.limits.lock().unwrap()
+    );
 }
