@@ -33,10 +33,13 @@ use tonic::Code;
 const CONNECTIONS: usize = 8;
 /// The model's queue bound.
 const QUEUE: usize = 8;
-/// Iterations per request: about 4 ms of compute, so that a request's
+/// Iterations per request: about 8 ms of compute, so that a request's
 /// cost is mostly the model's, as in production, not the (debug-built)
-/// transport's.
-const ITERATIONS: i64 = 40;
+/// transport's. At 40 (~2.5 ms) the transport of 3x capacity (over 1,000
+/// requests/s at ~0.9 ms of debug-build CPU each) saturated both cores on
+/// its own, and every latency measured the CPU backlog, not the server's
+/// queueing: refusals took 35-60 ms at p50, accepted requests 1 s at p99.
+const ITERATIONS: i64 = 120;
 /// Resident memory the test process (server and load generator) may
 /// reach, and the most it may grow during the overload.
 const RSS_LIMIT_MIB: f64 = 512.0;
@@ -292,8 +295,8 @@ async fn three_times_capacity_is_refused_cheaply_and_accepted_work_stays_fast() 
     assert!(p99 <= p99_bound, "accepted p99 {p99:?} above {p99_bound:?}");
     // Refusals are immediate: typically quicker than one request's
     // compute, and never queued behind the work, so well under what an
-    // accepted request waits (on a saturated 2-core machine, debug build:
-    // 8-9 ms against 26 ms).
+    // accepted request waits (2-core machine, debug build: 1.4-1.6 ms
+    // against 50-70 ms).
     let (rejected_p50, rejected_p99) = (percentile(&rejected, 0.5), percentile(&rejected, 0.99));
     let accepted_p50 = percentile(&accepted, 0.5);
     assert!(
