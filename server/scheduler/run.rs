@@ -51,7 +51,6 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
             shared
                 .observer
                 .executed(replies.len(), rows, runs, done.times);
-            let times = done.times;
             for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
                 // The caller may have gone meanwhile; nobody is left to tell.
                 let _ = reply.send(Ok(Served {
@@ -65,7 +64,7 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
             // The instance was taken for this batch from `started` until
             // now: the model's time and everything around it that an
             // execution costs (its inputs' accounting, the answers).
-            learn(shared, rows, runs, times, started.elapsed());
+            learn(shared, rows, runs, done.times, started.elapsed());
         }
         Err(error) => {
             for (reply, _) in replies {
@@ -90,7 +89,8 @@ fn learn<J, O>(
 ) {
     // A chunked request: each run is one execution of its share.
     let total = times.input + times.infer + times.output;
-    let per_run = total / u32::try_from(runs).unwrap_or(u32::MAX);
+    let runs_u32 = u32::try_from(runs).unwrap_or(u32::MAX);
+    let per_run = total / runs_u32;
     let sample = u64::try_from(per_run.as_nanos()).unwrap_or(u64::MAX).max(1);
     // Races between instances lose a sample at worst.
     let average = shared.execution_ns.load(Ordering::Relaxed);
@@ -107,9 +107,11 @@ fn learn<J, O>(
         let more = active.is_some_and(|active| active > before);
         let mut changed = None;
         if let Some(sizer) = state.sizer.as_mut() {
-            let per_run = occupied.max(total) / u32::try_from(runs).unwrap_or(u32::MAX);
+            let occupied_per_run = occupied.max(total) / runs_u32;
             for _ in 0..runs.min(64) {
-                changed = sizer.observe(rows.div_ceil(runs), per_run).or(changed);
+                changed = sizer
+                    .observe(rows.div_ceil(runs), occupied_per_run)
+                    .or(changed);
             }
         }
         (changed, active, more)
