@@ -83,7 +83,7 @@ impl Executor for Idle {
     type Output = ();
 
     fn execute(&mut self, _: &[&u32], _: usize) -> Result<Executed<()>, ExecError> {
-        Err(ExecError("never runs".into()))
+        Err(ExecError::server("never runs"))
     }
 }
 

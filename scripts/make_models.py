@@ -583,6 +583,36 @@ def make_gather() -> None:
     report(path, "INDEX[-1,1] -> OUTPUT0[-1,1]; index 9 fails at run time")
 
 
+def make_misshapen() -> None:
+    """A model bug: it declares rows of 6 values but reshapes them into rows
+    of 4, which ONNX Runtime refuses at run time (as FAIL, a server fault)
+    for an odd number of rows."""
+    path = ROOT / "tests" / "fixtures" / "misshapen" / "1" / "model.onnx"
+    # Through an Identity, so that ONNX's checker cannot see the mismatch.
+    shape = helper.make_tensor("ROWS_OF_4", TensorProto.INT64, [2], [-1, 4])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["ROWS_OF_4"], ["SHAPE"], name="shape"),
+            helper.make_node("Reshape", ["INPUT0", "SHAPE"], ["OUTPUT0"], name="reshape"),
+        ],
+        "misshapen",
+        [vi("INPUT0", TensorProto.FLOAT, [-1, 6])],
+        [vi("OUTPUT0", TensorProto.FLOAT, [-1, 4])],
+        initializer=[shape],
+    )
+    save(make_model(graph), path)
+    sess = session(path)
+    try:
+        sess.run(None, {"INPUT0": np.zeros((1, 6), dtype=np.float32)})
+    except ort.capi.onnxruntime_pybind11_state.Fail:
+        pass
+    else:
+        raise AssertionError("a row of 6 was reshaped into rows of 4")
+    (y,) = sess.run(None, {"INPUT0": np.zeros((2, 6), dtype=np.float32)})
+    assert y.shape == (3, 4), y.shape
+    report(path, "INPUT0[-1,6] -> OUTPUT0[-1,4]; one row fails at run time with FAIL")
+
+
 def main() -> int:
     print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, opset {OPSET}, ir_version {IR_VERSION}")
     make_mlp()
@@ -598,6 +628,7 @@ def main() -> int:
     make_spin()
     make_fixed()
     make_gather()
+    make_misshapen()
     total = sum(p.stat().st_size for base in (EXAMPLES, TESTS) for p in base.rglob("*.onnx"))
     print(f"all models written and verified; total {total / 1e6:.2f} MB")
     return 0

@@ -62,9 +62,9 @@ impl LoadError {
             LoadError::NoVersions { .. } | LoadError::MissingFile { .. } => Code::NotFound,
             LoadError::Config { .. } | LoadError::Warmup { .. } => Code::InvalidArgument,
             LoadError::Backend(e) => match e {
-                BackendError::Load { .. } | BackendError::Unsupported { .. } => {
-                    Code::InvalidArgument
-                }
+                BackendError::Load { .. }
+                | BackendError::Unsupported { .. }
+                | BackendError::Rejected(_) => Code::InvalidArgument,
                 BackendError::RuntimeNotFound { .. }
                 | BackendError::Runtime(_)
                 | BackendError::Run(_) => Code::Internal,
@@ -210,6 +210,9 @@ impl Error {
             Error::ControlMode { .. } => Code::FailedPrecondition,
             Error::InvalidLoadRequest { .. } => Code::InvalidArgument,
             Error::LoadFailed { source, .. } => source.code(),
+            // ONNX Runtime refused a value of the request (an index out of
+            // range): the caller's fault, not the server's.
+            Error::Inference { source, .. } if source.caused_by_request() => Code::InvalidArgument,
             Error::Inference { .. } => Code::Internal,
             Error::SharedMemory(e) => e.code(),
         }

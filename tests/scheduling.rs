@@ -116,6 +116,72 @@ async fn concurrent_requests_run_as_one_batch_and_get_their_own_rows_back() {
     server.stop().await.unwrap();
 }
 
+/// One request's data fails the execution of its whole batch (an index out
+/// of the table's range); the server runs each request of that batch
+/// again alone, so only the one that sent it is refused, with the model's
+/// own explanation, and the others get their answers.
+#[tokio::test]
+async fn a_request_the_model_rejects_fails_alone_not_its_batch() {
+    let repository = tempfile::tempdir().unwrap();
+    let model = repository.path().join("gather/1");
+    std::fs::create_dir_all(&model).unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gather/1/model.onnx");
+    std::fs::copy(fixture, model.join("model.onnx")).unwrap();
+    let mut cfg = config(repository.path());
+    // The four requests fill one batch, whenever they arrive.
+    cfg.max_batch_size = oxserve::BatchSize::Fixed(4);
+    cfg.max_queue_delay = Duration::from_secs(10);
+    let server = start(cfg).await;
+    // TABLE is [10, 20, 30, 40]: index 9 is out of its range.
+    let calls: Vec<_> = [0_i64, 9, 2, 3]
+        .into_iter()
+        .map(|index| {
+            let client = server.client.clone();
+            tokio::spawn(async move {
+                let answer = client
+                    .infer("gather")
+                    .input("INDEX", [1, 1], &[index])
+                    .send()
+                    .await;
+                (index, answer)
+            })
+        })
+        .collect();
+    for call in calls {
+        match call.await.unwrap() {
+            (9, answer) => {
+                let error = answer.unwrap_err();
+                assert_eq!(error.code(), Some(Code::InvalidArgument), "{error}");
+                let message = error.message().unwrap();
+                assert!(
+                    message.contains("'gather'")
+                        && message.contains("rejected the input")
+                        && message.contains("idx=9"),
+                    "{message}"
+                );
+            }
+            (index, answer) => {
+                let out = answer.unwrap().output("OUTPUT0").unwrap().to_vec::<f32>();
+                assert_eq!(out.unwrap(), [10.0 * (index + 1) as f32], "index {index}");
+            }
+        }
+    }
+    // The batch of four failed and is not counted; the three good requests
+    // then ran alone.
+    let s = stats(&server.client, "gather").await;
+    let batch: Vec<(u64, u64)> = s
+        .batch_stats
+        .iter()
+        .map(|b| (b.batch_size, b.compute_infer.unwrap().count))
+        .collect();
+    assert_eq!(batch, vec![(1, 3)]);
+    let inference = s.inference_stats.unwrap();
+    assert_eq!(inference.success.unwrap().count, 3);
+    assert_eq!(inference.fail.unwrap().count, 1);
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn only_requests_with_the_same_non_batch_shape_batch_together() {
     let mut cfg = config(&test_models());

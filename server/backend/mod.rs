@@ -69,4 +69,8 @@ pub enum BackendError {
     /// Inference itself failed.
     #[error("inference failed: {0}")]
     Run(String),
+    /// ONNX Runtime refused a value of the input as an invalid argument
+    /// (an index out of a table's range, say): the request's fault.
+    #[error("the model rejected the input: {0}")]
+    Rejected(String),
 }

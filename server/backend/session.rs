@@ -305,7 +305,13 @@ impl Instance {
             Some(options) => self.session.run_with_options(values, options),
             None => self.session.run(values),
         }
-        .map_err(run_error)?;
+        .map_err(|e| {
+            if e.code() == ort::error::ErrorCode::InvalidArgument {
+                BackendError::Rejected(e.to_string())
+            } else {
+                run_error(e)
+            }
+        })?;
         if shrink.is_some() {
             release_freed_memory();
         }
@@ -403,7 +409,13 @@ impl Executor for Instance {
         jobs: &[&DecodedRequest],
         max_rows: usize,
     ) -> Result<Executed<Vec<Tensor>>, ExecError> {
-        let error = |e: BackendError| ExecError(e.to_string());
+        let error = |e: BackendError| {
+            if matches!(e, BackendError::Rejected(_)) {
+                ExecError::request(e.to_string())
+            } else {
+                ExecError::server(e.to_string())
+            }
+        };
         let [job] = jobs else {
             return self.run_batch(jobs).map_err(error);
         };
@@ -434,7 +446,7 @@ impl Executor for Instance {
             .into_iter()
             .map(|part| {
                 Tensor::join_rows(part).ok_or_else(|| {
-                    ExecError("the chunks' outputs differ in shape and cannot be joined".into())
+                    ExecError::server("the chunks' outputs differ in shape and cannot be joined")
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -70,10 +70,37 @@ pub struct Served<O> {
     pub instance: usize,
 }
 
-/// Why an execution failed; every job of the batch gets it.
+/// Why an execution failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExecError(pub String);
+#[error("{message}")]
+pub struct ExecError {
+    message: String,
+    caused_by_request: bool,
+}
+
+impl ExecError {
+    /// The server or the model failed: nothing the caller can mend.
+    pub fn server(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            caused_by_request: false,
+        }
+    }
+
+    /// The model rejected a value of the request that no check before the
+    /// run can see (an index out of a table's range, say).
+    pub fn request(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            caused_by_request: true,
+        }
+    }
+
+    /// Whether the request's data, not the server, caused it.
+    pub fn caused_by_request(&self) -> bool {
+        self.caused_by_request
+    }
+}
 
 /// What a scheduler reports as it works. Calls are made with no lock held.
 pub trait Observer: Send + Sync + 'static {

@@ -6,7 +6,12 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::{Batch, ComputeTimes, ExecError, Executor, Served, Shared};
+use tokio::sync::oneshot;
+
+use super::{Batch, ComputeTimes, ExecError, Executed, Executor, Reply, Served, Shared};
+
+/// Where one request's answer goes, and how long it waited in the queue.
+type Answer<O> = (oneshot::Sender<Reply<O>>, std::time::Duration);
 
 /// Runs `batch` on `executor` (instance `instance`) and answers each of its
 /// requests; a request larger than a batch runs in chunks of `chunk` rows.
@@ -20,57 +25,92 @@ pub(super) fn run_batch<J: Send + 'static, O: Send + 'static>(
     let started = Instant::now();
     let mut rows = 0;
     let mut jobs = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
     for queued in batch {
         let waited = started.saturating_duration_since(queued.waiting.enqueued);
         shared.observer.dequeued(waited);
         rows += queued.waiting.rows;
-        jobs.push(queued.job.job);
-        replies.push((queued.job.reply, waited));
+        jobs.push((queued.job.job, queued.waiting.rows));
+        answers.push((queued.job.reply, waited));
     }
-    let refs: Vec<&J> = jobs.iter().collect();
-    // A panic inside an execution must cost this batch, not the model:
-    // the worker goes on with the next one.
-    // A request larger than a batch runs alone, in chunks.
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(&refs, chunk)))
-        .unwrap_or_else(|_| Err(ExecError("the inference thread panicked".into())));
-    let result = result.and_then(|done| {
-        if done.outputs.len() == replies.len() {
-            Ok(done)
-        } else {
-            Err(ExecError(format!(
-                "the execution returned {} outputs for {} requests",
-                done.outputs.len(),
-                replies.len()
-            )))
-        }
-    });
-    match result {
+    let refs: Vec<&J> = jobs.iter().map(|(job, _)| job).collect();
+    match execute(executor, &refs, chunk) {
         Ok(done) => {
-            let runs = done.runs.max(1);
-            shared
-                .observer
-                .executed(replies.len(), rows, runs, done.times);
-            for ((reply, queued), output) in replies.into_iter().zip(done.outputs) {
-                // The caller may have gone meanwhile; nobody is left to tell.
-                let _ = reply.send(Ok(Served {
-                    output,
-                    queued,
-                    times: done.times,
-                    batch_rows: rows,
-                    instance,
-                }));
-            }
+            let (runs, times) = (done.runs.max(1), done.times);
+            answer(shared, instance, answers, rows, done);
             // The instance was taken for this batch from `started` until
             // now: the model's time and everything around it that an
             // execution costs (its inputs' accounting, the answers).
-            learn(shared, rows, runs, done.times, started.elapsed());
+            learn(shared, rows, runs, times, started.elapsed());
+        }
+        // One request's data can fail the whole execution (an index out of
+        // a table's range fails the batch it is in): each request runs
+        // again alone, so that only the ones that fail are told, and a
+        // caller is never failed for what another sent.
+        Err(_) if jobs.len() > 1 => {
+            for ((job, rows), answer_to) in jobs.iter().zip(answers) {
+                if answer_to.0.is_closed() {
+                    // Its caller has gone: nobody is waiting for the run.
+                    continue;
+                }
+                match execute(executor, &[job], chunk) {
+                    Ok(done) => answer(shared, instance, vec![answer_to], *rows, done),
+                    // The caller may have gone meanwhile; nobody is left to tell.
+                    Err(error) => drop(answer_to.0.send(Err(error))),
+                }
+            }
         }
         Err(error) => {
-            for (reply, _) in replies {
+            for (reply, _) in answers {
                 let _ = reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+/// One execution of `jobs`, with one output per job.
+fn execute<J: Send + 'static, O: Send + 'static>(
+    executor: &mut dyn Executor<Job = J, Output = O>,
+    jobs: &[&J],
+    chunk: usize,
+) -> Result<Executed<O>, ExecError> {
+    // A panic inside an execution must cost this batch, not the model:
+    // the worker goes on with the next one.
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(jobs, chunk)))
+        .unwrap_or_else(|_| Err(ExecError::server("the inference thread panicked")))?;
+    if done.outputs.len() == jobs.len() {
+        Ok(done)
+    } else {
+        Err(ExecError::server(format!(
+            "the execution returned {} outputs for {} requests",
+            done.outputs.len(),
+            jobs.len()
+        )))
+    }
+}
+
+/// Counts a successful execution of `rows` rows and sends each request its
+/// output.
+fn answer<J: Send + 'static, O: Send + 'static>(
+    shared: &Shared<J, O>,
+    instance: usize,
+    answers: Vec<Answer<O>>,
+    rows: usize,
+    done: Executed<O>,
+) {
+    let runs = done.runs.max(1);
+    shared
+        .observer
+        .executed(answers.len(), rows, runs, done.times);
+    for ((reply, queued), output) in answers.into_iter().zip(done.outputs) {
+        // The caller may have gone meanwhile; nobody is left to tell.
+        let _ = reply.send(Ok(Served {
+            output,
+            queued,
+            times: done.times,
+            batch_rows: rows,
+            instance,
+        }));
     }
 }
 

@@ -44,7 +44,7 @@ impl Executor for Fake {
             panic!("the model blew up");
         }
         if names.contains(&"fail") {
-            return Err(ExecError("ONNX Runtime said no".into()));
+            return Err(ExecError::request("ONNX Runtime said no"));
         }
         let rows = u32::try_from(names.len()).unwrap();
         Ok(Executed {
@@ -291,8 +291,8 @@ async fn a_panicking_execution_fails_its_batch_and_the_worker_goes_on() {
     h.finish_one();
     assert_eq!(
         boom.await.err(),
-        Some(SchedulerError::Failed(ExecError(
-            "the inference thread panicked".into()
+        Some(SchedulerError::Failed(ExecError::server(
+            "the inference thread panicked"
         )))
     );
     let after = h.submit("after").unwrap();
@@ -304,7 +304,7 @@ async fn a_panicking_execution_fails_its_batch_and_the_worker_goes_on() {
 }
 
 #[tokio::test]
-async fn a_failed_execution_answers_every_request_of_its_batch() {
+async fn a_failed_batch_runs_each_request_alone_so_only_the_failing_one_fails() {
     let h = Harness::new(4, 8);
     let busy = h.submit("busy").unwrap();
     assert_eq!(h.next_started(), ["busy"]);
@@ -314,11 +314,35 @@ async fn a_failed_execution_answers_every_request_of_its_batch() {
     assert_eq!(busy.await.unwrap().output, "BUSY");
     assert_eq!(h.next_started(), ["ok", "fail"]);
     h.finish_one();
-    let expected = Some(SchedulerError::Failed(ExecError(
-        "ONNX Runtime said no".into(),
-    )));
-    assert_eq!(ok.await.err(), expected);
-    assert_eq!(fail.await.err(), expected);
+    // The batch failed: each of its requests runs again, alone.
+    assert_eq!(h.next_started(), ["ok"]);
+    h.finish_one();
+    assert_eq!(h.next_started(), ["fail"]);
+    h.finish_one();
+    let ok = ok.await.unwrap();
+    assert_eq!((ok.output.as_str(), ok.batch_rows), ("OK", 1));
+    let failed = fail.await.err();
+    assert_eq!(
+        failed,
+        Some(SchedulerError::Failed(ExecError::request(
+            "ONNX Runtime said no"
+        )))
+    );
+    // Counted: the first execution and the one that succeeded alone.
+    assert_eq!(*h.recorder.executed.lock().unwrap(), [(1, 1), (1, 1)]);
+}
+
+#[tokio::test]
+async fn a_failed_execution_of_one_request_is_not_run_again() {
+    let h = Harness::new(4, 8);
+    let fail = h.submit("fail").unwrap();
+    assert_eq!(h.next_started(), ["fail"]);
+    h.finish_one();
+    assert!(fail.await.is_err());
+    assert!(
+        h.started.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a request that failed alone is not run again"
+    );
 }
 
 #[tokio::test]
