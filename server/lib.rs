@@ -178,7 +178,14 @@ pub async fn run(
         }
         (
             Arc::clone(&metrics),
-            tokio::spawn(metrics.serve(listener, metrics_tls)),
+            tokio::spawn(metrics.serve(
+                listener,
+                serve::Listener {
+                    protocols: serve::Protocols::Http1AndHttp2,
+                    tls: metrics_tls,
+                    limits: serve::Limits::from_config(&config),
+                },
+            )),
         )
     });
     let options = LoadOptions {

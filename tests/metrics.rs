@@ -209,3 +209,57 @@ async fn metrics_count_traffic_exactly_and_agree_with_model_statistics() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     server.stop().await.unwrap();
 }
+
+/// The metrics port is a port like the others: a client cannot hold more
+/// than `max_connections` of it open, nor keep one idle past
+/// `connection_idle_timeout` (or silent past 10 s), so idle sockets cannot
+/// use up the process's file descriptors.
+#[tokio::test]
+async fn the_metrics_port_holds_the_connection_limits() {
+    use tokio::io::AsyncReadExt;
+
+    let mut cfg = config(&test_models());
+    cfg.max_connections = 3;
+    cfg.connection_idle_timeout = Duration::from_secs(1);
+    let server = start(cfg).await;
+    let addr = server.metrics_addr;
+    // Three idle connections take every slot; a fourth is closed at once.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "a connection over the limit is closed at once: {read:?}"
+    );
+    // Once one closes, a scrape gets in; a scraper that keeps its
+    // connection alive is answered, then closed once idle for 1 s.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut kept, request.as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut response)).await;
+    assert!(
+        read.is_ok(),
+        "the idle connection was not closed within 5 s"
+    );
+    assert!(
+        response.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    drop((open, kept));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("oxserve_"), "{body}");
+    server.stop().await.unwrap();
+}

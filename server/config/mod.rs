@@ -368,8 +368,9 @@ settings! {
     #[serde(with = "humantime_serde")]
     max_connection_age_grace: Duration = Duration::from_secs(30);
 
-    /// Connections open at once, per port (gRPC, REST); a connection over
-    /// the limit is closed as soon as it is accepted. 1 to 1000000.
+    /// Connections open at once, per port (gRPC, REST, metrics, health);
+    /// a connection over the limit is closed as soon as it is accepted.
+    /// 1 to 1000000.
     #[setting(value = "N", default = "4096")]
     max_connections: usize = 4096;
 

@@ -332,13 +332,10 @@ impl Metrics {
         let _ = self.cache.set(cache);
     }
 
-    /// Serves `GET /metrics` on `listener` until the task is dropped, over
-    /// `tls` when given (`metrics_tls`).
-    pub(crate) async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: Option<Arc<crate::tls::Tls>>,
-    ) {
+    /// Serves `GET /metrics` on `listener` until the task is dropped, as
+    /// `how` says: over TLS when `metrics_tls` is on, and with the limits
+    /// of every other listener (connections, idle time, handshake time).
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, how: crate::serve::Listener) {
         // Histogram samples are kept raw until upkeep folds them into their
         // buckets; without it, memory would grow with every request between
         // scrapes (the exporter's own installer runs this on a thread).
@@ -353,40 +350,13 @@ impl Metrics {
             })
         };
         let _stop_upkeep = AbortOnDrop(upkeep);
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+        let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
             let metrics = Arc::clone(&self);
-            let acceptor = tls
-                .as_ref()
-                .map(|tls| tls.acceptor(crate::tls::Alpn::Http1));
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let metrics = Arc::clone(&metrics);
-                        async move { Ok::<_, Infallible>(metrics.respond(&request)) }
-                    });
-                let builder = hyper::server::conn::http1::Builder::new();
-                // A client that breaks the connection only loses its scrape.
-                match acceptor {
-                    None => {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let _ = builder.serve_connection(io, service).await;
-                    }
-                    Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            std::time::Duration::from_secs(10),
-                            acceptor.accept(stream),
-                        );
-                        if let Ok(Ok(stream)) = handshake.await {
-                            let io = hyper_util::rt::TokioIo::new(stream);
-                            let _ = builder.serve_connection(io, service).await;
-                        }
-                    }
-                }
-            });
-        }
+            async move { Ok::<_, Infallible>(metrics.respond(&request)) }
+        });
+        // Scraped until the process ends, through the drain: the task is
+        // dropped last.
+        crate::serve::serve(listener, how, service, std::future::pending()).await;
     }
 
     fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
