@@ -176,17 +176,23 @@ pub async fn run(
             };
             tracing::info!(%address, scheme, "serving Prometheus metrics at /metrics");
         }
-        (
-            Arc::clone(&metrics),
-            tokio::spawn(metrics.serve(
-                listener,
-                serve::Listener {
-                    protocols: serve::Protocols::Http1AndHttp2,
-                    tls: metrics_tls,
-                    limits: serve::Limits::from_config(&config),
-                },
-            )),
-        )
+        (Arc::clone(&metrics), {
+            let (service, upkeep) = Arc::clone(&metrics).endpoint();
+            // The same limits as every other port, and scraped until
+            // the process ends, through the drain: the task is aborted
+            // last.
+            let how = serve::Listener {
+                protocols: serve::Protocols::Http1AndHttp2,
+                tls: metrics_tls,
+                limits: serve::Limits::from_config(&config),
+            };
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = serve::serve(listener, how, service, std::future::pending()) => {}
+                    () = upkeep => {}
+                }
+            })
+        })
     });
     let options = LoadOptions {
         defaults: config.model_defaults(),

@@ -19,7 +19,6 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use tokio::net::TcpListener;
 
 mod catalog;
 mod process;
@@ -52,15 +51,6 @@ static METADATA: Metadata<'static> =
 
 /// How often raw histogram samples are folded into buckets.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Aborts a task when dropped, so the upkeep ends with the endpoint.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// One server's metrics.
 pub(crate) struct Metrics {
@@ -332,31 +322,39 @@ impl Metrics {
         let _ = self.cache.set(cache);
     }
 
-    /// Serves `GET /metrics` on `listener` until the task is dropped, as
-    /// `how` says: over TLS when `metrics_tls` is on, and with the limits
-    /// of every other listener (connections, idle time, handshake time).
-    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, how: crate::serve::Listener) {
-        // Histogram samples are kept raw until upkeep folds them into their
-        // buckets; without it, memory would grow with every request between
-        // scrapes (the exporter's own installer runs this on a thread).
+    /// The `GET /metrics` HTTP service, and the upkeep to run beside it
+    /// for as long as it is served: histogram samples are kept raw until
+    /// upkeep folds them into their buckets, and without it memory would
+    /// grow with every request between scrapes (the exporter's own
+    /// installer runs this on a thread).
+    pub(crate) fn endpoint(
+        self: Arc<Self>,
+    ) -> (
+        impl tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+        impl Future<Output = ()> + Send + 'static,
+    ) {
         let upkeep = {
             let metrics = Arc::clone(&self);
-            tokio::spawn(async move {
+            async move {
                 let mut tick = tokio::time::interval(UPKEEP_EVERY);
                 loop {
                     tick.tick().await;
                     metrics.handle.run_upkeep();
                 }
-            })
+            }
         };
-        let _stop_upkeep = AbortOnDrop(upkeep);
         let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
             let metrics = Arc::clone(&self);
             async move { Ok::<_, Infallible>(metrics.respond(&request)) }
         });
-        // Scraped until the process ends, through the drain: the task is
-        // dropped last.
-        crate::serve::serve(listener, how, service, std::future::pending()).await;
+        (service, upkeep)
     }
 
     fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
