@@ -27,8 +27,10 @@ OVERLAYS = ("cpu", "gpu")
 COMPONENTS = ("inflight-hpa", "models-pvc", "tls")
 # The optional monitoring component (ServiceMonitor, PrometheusRule, Grafana
 # dashboard) lives beside the others' folder, not in it; render it as
-# "cpu+monitoring". Checked by test_monitoring.py, not part of RENDERINGS.
+# "cpu+monitoring". Checked by test_monitoring.py and test_dashboard.py, with
+# each overlay (MONITORED), not part of RENDERINGS.
 MONITORING = K8S / "monitoring"
+MONITORED = ("cpu+monitoring", "gpu+monitoring")
 # Every rendering the checks look at: each overlay, and the default overlay
 # with each optional component.
 RENDERINGS = OVERLAYS + tuple(f"cpu+{c}" for c in COMPONENTS)
