@@ -165,6 +165,8 @@ pub async fn run(
         .as_ref()
         .map(|tls| tokio::spawn(Arc::clone(tls).watch(config.tls_reload_interval)));
     let health = Health::new();
+    // Every port holds the same connection limits.
+    let limits = serve::Limits::from_config(&config);
     let metrics_tls = tls.clone().filter(|_| config.metrics_tls);
     let metrics = listeners.metrics.map(|listener| {
         let metrics = metrics::Metrics::new();
@@ -184,7 +186,7 @@ pub async fn run(
             let how = serve::Listener {
                 protocols: serve::Protocols::Http1AndHttp2,
                 tls: metrics_tls,
-                limits: serve::Limits::from_config(&config),
+                limits: limits.clone(),
             };
             tokio::spawn(async move {
                 tokio::select! {
@@ -279,7 +281,6 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    let limits = serve::Limits::from_config(&config);
     let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     if let Ok(address) = listeners.grpc.local_addr() {
         tracing::info!(%address, scheme, mtls = config.tls_client_ca.is_some(), "serving gRPC");

@@ -4,9 +4,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 
-use tokio::time::Instant;
-
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{Batch, ComputeTimes, ExecError, Executed, Executor, Reply, Served, Shared};
 
